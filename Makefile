@@ -1,0 +1,57 @@
+# Tongban — the two commands a newcomer needs:
+#   make demo   create .venv, install Tongban, run the end-to-end demo
+#   make test   install the test dependencies and run the whole suite (SQLite, and PostgreSQL
+#               when TONGBAN_TEST_POSTGRES_URL is set or a local server answers on 127.0.0.1:5432)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: demo test lint typecheck proto proto-check divisions divisions-check ci clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# Stamps re-run the install whenever pyproject.toml changes.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[test]'
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[dev]'
+	@touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
+
+demo: $(VENV)/.installed-run
+	$(BIN)/tongban demo $(DEMO_ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+proto: $(VENV)/.installed-dev
+	$(BIN)/python proto/gen.py
+
+proto-check: $(VENV)/.installed-dev
+	$(BIN)/python proto/gen.py --check
+
+divisions: $(VENV)/.installed-run
+	$(BIN)/tongban divisions build --source ../shared/data
+
+divisions-check: $(VENV)/.installed-run
+	$(BIN)/tongban divisions build --source ../shared/data --check
+
+ci:
+	.ci/run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

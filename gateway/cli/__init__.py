@@ -1,0 +1,80 @@
+"""The ``tongban`` command line.
+
+``main(argv) -> int`` builds one argparse tree from command groups; each group module exposes
+``register(subcommands)`` and sets ``handler`` on its parsers. Handlers only translate arguments
+and delegate to the service layer. Errors are caught once, here.
+
+Exit codes:
+
+====  ==========================================================
+0     success
+1     an unexpected internal error (run again with ``--verbose``)
+2     bad command-line usage (argparse)
+65    bad input data (invalid ID number, division code, record)
+74    storage error
+77    cryptographic check failed (data key missing, tampered row)
+78    configuration error
+130   interrupted (Ctrl-C)
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from gateway.errors import GatewayError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Imported here so that `tongban --help` stays the one place that lists every group.
+    from gateway.cli import demo, divisions, ids, node, synth
+
+    parser = argparse.ArgumentParser(
+        prog="tongban",
+        description="Tongban (通办): county node gateway for migrant children's records.",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and debug logs")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    for module in (node, synth, demo, divisions, ids):
+        module.register(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except GatewayError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"tongban: error [{exc.code}]: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tongban: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - the one top-level catch (STYLE habit 13)
+        if args.verbose:
+            traceback.print_exc()
+        else:
+            print(
+                "tongban: internal error (no details are printed because they might contain "
+                "personal data; run again with --verbose on a trusted terminal)",
+                file=sys.stderr,
+            )
+        return 1

@@ -1,0 +1,91 @@
+"""``tongban node``: create, inspect and run a county node."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from gateway import config as config_mod
+from gateway.node import init_node, open_node
+from gateway.server import serve_forever
+
+ENV_CONFIG = "TONGBAN_CONFIG"
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    path = Path(args.config)
+    return path / config_mod.CONFIG_FILE if path.is_dir() else path
+
+
+def _init(args: argparse.Namespace) -> int:
+    cfg = init_node(
+        Path(args.data_dir),
+        node_id=args.id,
+        division=args.division,
+        listen=args.listen,
+        database_url=args.database_url,
+    )
+    print(f"initialised node {cfg.node_id} ({cfg.division}) in {cfg.base_dir}")
+    print(f"configuration: {cfg.path}")
+    print(f"start it with: tongban node serve --config {cfg.path}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    node = open_node(config_mod.load(_config_path(args)))
+    return serve_forever(node)
+
+
+def _info(args: argparse.Namespace) -> int:
+    node = open_node(config_mod.load(_config_path(args)))
+    d = node.description
+    print(f"node:      {d.node_id}")
+    print(f"division:  {d.division_code} {d.division_name} (province {d.province_code})")
+    print(f"listen:    {node.config.listen}")
+    print(f"database:  {node.engine.dialect.name}")
+    print(f"data key:  {node.keyring.active_key_id} ({len(node.keyring.keys)} in keyring)")
+    print(f"software:  {d.software_version} ({d.wire_version})")
+    node.engine.dispose()
+    return 0
+
+
+def _rotate_data_key(args: argparse.Namespace) -> int:
+    node = open_node(config_mod.load(_config_path(args)))
+    new_id = node.keyring.rotate()
+    node.keyring.save(node.config.data_keyring)  # saved before any row uses the new key
+    rewrapped = node.children.rewrap()
+    print(f"new active data key {new_id}; re-sealed {rewrapped} record(s)")
+    node.engine.dispose()
+    return 0
+
+
+def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = groups.add_parser("node", help="create, inspect and run a county node")
+    sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    default_config = os.environ.get(ENV_CONFIG, config_mod.CONFIG_FILE)
+    config_help = f"node.toml or its directory (env {ENV_CONFIG}; default: %(default)s)"
+
+    init = sub.add_parser("init", help="create a node's data directory, keys and database")
+    init.add_argument("data_dir", help="directory to create (must not hold a node yet)")
+    init.add_argument("--id", required=True, help="node id, e.g. cq-500157")
+    init.add_argument("--division", required=True, help="current six-digit county-level division code")
+    init.add_argument("--listen", default="127.0.0.1:7301", help="gRPC address (default: %(default)s)")
+    init.add_argument(
+        "--database-url",
+        default="sqlite:///node.db",
+        help="SQLAlchemy URL; relative SQLite paths are inside DATA_DIR (default: %(default)s)",
+    )
+    init.set_defaults(handler=_init)
+
+    serve = sub.add_parser("serve", help="run the node's gRPC server until SIGTERM")
+    serve.add_argument("--config", default=default_config, help=config_help)
+    serve.set_defaults(handler=_serve)
+
+    info = sub.add_parser("info", help="show the node's identity (no personal data)")
+    info.add_argument("--config", default=default_config, help=config_help)
+    info.set_defaults(handler=_info)
+
+    rotate = sub.add_parser("rotate-data-key", help="add a new data key and re-seal every stored record")
+    rotate.add_argument("--config", default=default_config, help=config_help)
+    rotate.set_defaults(handler=_rotate_data_key)

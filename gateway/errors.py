@@ -1,0 +1,178 @@
+"""Tongban's one error tree.
+
+Every error the gateway raises on purpose is a :class:`GatewayError`. Each class carries
+
+* ``code`` — a stable, machine-readable name (used in logs, metrics, row-level rejections and,
+  later, gRPC status details);
+* ``public_message`` — a sentence that is safe to show anyone: it never contains personal data;
+* ``exit_code`` — what the CLI returns when this error reaches its top level.
+
+A ``detail`` string may be attached when raising. Details are shown to operators, so they must not
+contain personal data either: name the field, the row number or the division code, never the value
+of an ID number, a name or a birth date. Boundaries (CLI, gRPC, adapter rows) map errors exactly once.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+
+class GatewayError(Exception):
+    """Root of every deliberate Tongban error."""
+
+    code: ClassVar[str] = "gateway_error"
+    public_message: ClassVar[str] = "the gateway refused the request"
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        if self.detail:
+            return f"{self.public_message}: {self.detail}"
+        return self.public_message
+
+
+# --- Bad input: records, identifiers, division codes -------------------------------------------
+
+
+class InputError(GatewayError):
+    """Input that breaks a domain rule. Nothing was changed."""
+
+    code = "invalid_input"
+    public_message = "the input breaks a domain rule"
+    exit_code = 65  # EX_DATAERR
+
+
+class IdProblem(StrEnum):
+    """Why a resident ID number (公民身份号码, GB 11643) is invalid. Values are stable codes."""
+
+    EMPTY = "empty"
+    LENGTH = "wrong_length"
+    CHARACTER = "bad_character"
+    CHECK_CHARACTER = "bad_check_character"
+    BIRTH_DATE = "bad_birth_date"
+    BIRTH_IN_FUTURE = "birth_date_in_future"
+    UNKNOWN_PREFIX = "unknown_division_prefix"
+
+
+_ID_PROBLEM_TEXT: dict[IdProblem, str] = {
+    IdProblem.EMPTY: "the ID number is empty",
+    IdProblem.LENGTH: "the ID number must have 18 characters",
+    IdProblem.CHARACTER: "the ID number may hold only digits, with X allowed as the last character",
+    IdProblem.CHECK_CHARACTER: "the ID number's check character (ISO 7064 MOD 11-2) does not match",
+    IdProblem.BIRTH_DATE: "the ID number's digits 7-14 are not a real date",
+    IdProblem.BIRTH_IN_FUTURE: "the ID number's birth date is in the future",
+    IdProblem.UNKNOWN_PREFIX: "the ID number's first six digits are not a division code that ever existed",
+}
+
+
+class InvalidIdNumber(InputError):
+    """A resident ID number that fails GB 11643. ``reason`` says exactly which rule."""
+
+    code = "invalid_id_number"
+    public_message = "invalid resident ID number"
+
+    def __init__(self, reason: IdProblem) -> None:
+        self.reason = reason
+        super().__init__(_ID_PROBLEM_TEXT[reason])
+
+
+class InvalidDivisionCode(InputError):
+    """Not six digits, or not a code in the division table at all."""
+
+    code = "invalid_division_code"
+    public_message = "invalid administrative division code"
+
+
+class RetiredDivision(InputError):
+    """A code that existed but is no longer current; routing must follow its successors."""
+
+    code = "retired_division"
+    public_message = "the administrative division code is no longer in force"
+
+    def __init__(self, division: str, successors: tuple[str, ...]) -> None:
+        self.division = division
+        self.successors = successors
+        known = ", ".join(successors) if successors else "successor unknown"
+        super().__init__(f"{division} (successors: {known})")
+
+
+class SuccessorUnknown(InputError):
+    """A retired code whose successor history does not record; an operator must add the link."""
+
+    code = "division_successor_unknown"
+    public_message = "the division code was retired and its successor is not known"
+
+
+class AmbiguousSuccessor(InputError):
+    """A retired code with several current successors: the record itself must say which one."""
+
+    code = "division_successor_ambiguous"
+    public_message = "the retired division code has several successors; choose one"
+
+    def __init__(self, division: str, candidates: tuple[str, ...]) -> None:
+        self.division = division
+        self.candidates = candidates
+        super().__init__(f"{division} -> {', '.join(candidates)}")
+
+
+class InvalidRecord(InputError):
+    """A child record whose fields contradict each other or a domain rule."""
+
+    code = "invalid_record"
+    public_message = "the child record is not valid"
+
+
+# --- Configuration -------------------------------------------------------------------------------
+
+
+class ConfigError(GatewayError):
+    code = "config_error"
+    public_message = "the node configuration is not valid"
+    exit_code = 78  # EX_CONFIG
+
+
+# --- Storage -------------------------------------------------------------------------------------
+
+
+class StorageError(GatewayError):
+    code = "storage_error"
+    public_message = "the node database refused the operation"
+    exit_code = 74  # EX_IOERR
+
+
+class SchemaOutOfDate(StorageError):
+    code = "schema_out_of_date"
+    public_message = "the node database schema is not at the version this software expects"
+
+
+class DuplicateRecord(StorageError):
+    code = "duplicate_record"
+    public_message = "a record with this identity already exists"
+
+
+class RecordNotFound(StorageError):
+    code = "record_not_found"
+    public_message = "no such record"
+
+
+# --- Cryptography at rest ------------------------------------------------------------------------
+
+
+class CryptoError(GatewayError):
+    code = "crypto_error"
+    public_message = "a cryptographic check failed"
+    exit_code = 77
+
+
+class DataKeyMissing(CryptoError):
+    code = "data_key_missing"
+    public_message = "the data key needed to read a stored record is not in the node's keyring"
+
+
+class DecryptionFailed(CryptoError):
+    code = "decryption_failed"
+    public_message = "a stored record failed its integrity check"

@@ -1,0 +1,98 @@
+"""Roster intake: validate child records against the domain rules and store the good ones.
+
+This is the service layer the CLI, the demo and (later) the county API and the file adapters call.
+Each record is checked in a fixed order; a record that fails becomes a :class:`Rejection` carrying
+its position, a stable error code and a public reason — never the offending value. Accepted
+records are stored in one transaction, so an intake either lands whole or not at all.
+
+Checks, in order:
+
+1. the ID number, when present, is a valid GB 11643 number whose prefix is a division code that
+   ever existed (historical table), and its embedded birth date and sex agree with the record's;
+2. registration and residence divisions are known; a retired code is re-routed to its single
+   current successor (SPEC §1) — a code with several successors or an unknown one is rejected,
+   because guessing would send a child's record to the wrong county.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+
+from gateway.domain import idnumber
+from gateway.domain.divisions import DivisionTable
+from gateway.domain.records import ChildKind, ChildRecord
+from gateway.errors import GatewayError, InvalidRecord
+from gateway.store.repository import ChildRepository
+
+
+@dataclass(frozen=True)
+class Rejection:
+    position: int  # 1-based position in the submitted sequence
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IntakeSummary:
+    period: str
+    accepted: int
+    by_kind: dict[ChildKind, int]
+    rerouted: int
+    rejections: tuple[Rejection, ...] = field(default=())
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejections)
+
+
+def validate(record: ChildRecord, table: DivisionTable, *, today: date) -> tuple[ChildRecord, bool]:
+    """Return the record ready to store (with retired divisions re-routed) and whether it was
+    re-routed. Raises a :class:`~gateway.errors.InputError` subclass on the first rule broken."""
+    if record.id_number is not None:
+        rid = idnumber.parse(record.id_number, today=today, division_existed=table.existed)
+        if rid.birth_date != record.birth_date:
+            raise InvalidRecord("the birth date contradicts the one in the ID number")
+        if rid.sex != record.sex:
+            raise InvalidRecord("the sex contradicts the one in the ID number")
+        if rid.number != record.id_number:
+            record = dataclasses.replace(record, id_number=rid.number)
+    if record.birth_date > today:
+        raise InvalidRecord("the birth date is in the future")
+    registration = table.resolve(record.registration_division)
+    residence = table.resolve(record.residence_division)
+    rerouted = (registration, residence) != (record.registration_division, record.residence_division)
+    if rerouted:
+        record = dataclasses.replace(record, registration_division=registration, residence_division=residence)
+    return record, rerouted
+
+
+def intake(
+    repo: ChildRepository,
+    records: Iterable[ChildRecord],
+    *,
+    period: str,
+    table: DivisionTable,
+    today: date,
+) -> IntakeSummary:
+    """Validate every record, store the valid ones atomically, and summarise."""
+    rejections: list[Rejection] = []
+    by_kind = dict.fromkeys(ChildKind, 0)
+    rerouted = 0
+
+    def valid() -> Iterator[ChildRecord]:
+        nonlocal rerouted
+        for position, record in enumerate(records, start=1):
+            try:
+                good, moved = validate(record, table, today=today)
+            except GatewayError as exc:
+                rejections.append(Rejection(position, exc.code, str(exc)))
+                continue
+            rerouted += moved
+            by_kind[good.kind] += 1
+            yield good
+
+    accepted = repo.add_many(valid(), period=period)
+    return IntakeSummary(period, accepted, by_kind, rerouted, tuple(rejections))

@@ -1,0 +1,66 @@
+"""Small synthetic records for unit tests (Faker zh_CN names; valid, never real, ID numbers)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+
+from faker import Faker
+
+from gateway.domain import idnumber
+from gateway.domain.records import (
+    ChildKind,
+    ChildRecord,
+    Disability,
+    DisabilityCategory,
+    Guardian,
+    GuardianshipSituation,
+    KeyCareFlag,
+    ParentSituation,
+    ParentStatus,
+    Provenance,
+    Sex,
+)
+
+fake = Faker("zh_CN")
+Faker.seed(20261123)
+
+
+def child(
+    n: int,
+    *,
+    registration: str = "511321",
+    residence: str = "500157",
+    kind: ChildKind = ChildKind.MIGRANT,
+    with_id: bool = True,
+    disabled: bool = False,
+    born: date | None = None,
+) -> ChildRecord:
+    sex = Sex.MALE if n % 2 else Sex.FEMALE
+    born = born or date(2012 + n % 10, 1 + n % 12, 1 + n % 28)
+    seq = (n * 2 + (1 if sex is Sex.MALE else 0)) % 1000
+    if (seq % 2 == 1) != (sex is Sex.MALE):
+        seq = (seq + 1) % 1000
+    name = fake.last_name() + fake.first_name_male() if sex is Sex.MALE else fake.name_female()
+    return ChildRecord(
+        record_id=str(uuid.UUID(int=n + 1)),
+        id_number=idnumber.make(registration, born, seq) if with_id else None,
+        name=name,
+        sex=sex,
+        birth_date=born,
+        registration_division=registration,
+        residence_division=residence,
+        living_since=date(2024, 3, 1),
+        guardianship=GuardianshipSituation.PARENTS,
+        father=ParentStatus(ParentSituation.WITH_CHILD),
+        mother=ParentStatus(ParentSituation.DECEASED, date(2020, 5, 17)) if n % 7 == 0 else ParentStatus(
+            ParentSituation.WITH_CHILD
+        ),
+        kind=kind,
+        provenance=Provenance(
+            source="test:factories", imported_at=datetime(2026, 10, 1, 8, 0, tzinfo=UTC), node_id="t", source_row=n
+        ),
+        guardian=Guardian(fake.name(), "母亲", fake.phone_number()) if n % 3 == 0 else None,
+        disability=Disability(DisabilityCategory.HEARING, 2) if disabled else None,
+        key_care=frozenset({KeyCareFlag.FAMILY_HARDSHIP}) if n % 5 == 0 else frozenset(),
+    )
