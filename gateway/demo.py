@@ -132,8 +132,12 @@ def _sealed_check(node: Node, period: str, sample: int = 50) -> dict[str, Any]:
     leaked = sum(1 for s in secrets if s in raw)
     if leaked:
         raise DemoFailed(f"{leaked} personal value(s) found in clear in the database")
-    return {"rows": len(rows), "values_checked": len(secrets), "found_in_clear": 0,
-            "key_ids": sorted({r.key_id for r in rows})}
+    return {
+        "rows": len(rows),
+        "values_checked": len(secrets),
+        "found_in_clear": 0,
+        "key_ids": sorted({r.key_id for r in rows}),
+    }
 
 
 @contextmanager
@@ -184,13 +188,18 @@ def run(
             data_dir = base / spec_node.node_id
             cfg_path = data_dir / config_mod.CONFIG_FILE
             if not cfg_path.exists():
-                init_node(data_dir, node_id=spec_node.node_id, division=spec_node.division,
-                          listen="127.0.0.1:0", table=table)
+                init_node(
+                    data_dir,
+                    node_id=spec_node.node_id,
+                    division=spec_node.division,
+                    listen="127.0.0.1:0",
+                    table=table,
+                )
             node = open_node(config_mod.load(cfg_path), table=table)
             nodes.append((spec_node, node))
             province = table.province_of(spec_node.division)
-            w(f"   {spec_node.node_id:<14} {spec_node.division} {province.name}{node.description.division_name}"
-              f" — {spec_node.role}\n")
+            place = f"{province.name}{node.description.division_name}"
+            w(f"   {spec_node.node_id:<14} {spec_node.division} {place} — {spec_node.role}\n")
 
         w("\n2. Importing this quarter's synthetic rosters (each county keeps the children it owns)\n")
         intakes: dict[str, IntakeSummary] = {}
@@ -199,9 +208,11 @@ def run(
             result = intake(node.children, owned, period=period.label, table=table, today=today)
             intakes[spec_node.node_id] = result
             counts = node.children.counts_by_kind(period.label)
-            w(f"   {spec_node.node_id:<14} accepted {result.accepted:>4}  rejected {result.rejected}  "
-              f"stored: {counts[ChildKind.MIGRANT]} 流动 (migrant), "
-              f"{counts[ChildKind.LEFT_BEHIND]} 留守 (left-behind)\n")
+            w(
+                f"   {spec_node.node_id:<14} accepted {result.accepted:>4}  rejected {result.rejected}  "
+                f"stored: {counts[ChildKind.MIGRANT]} 流动 (migrant), "
+                f"{counts[ChildKind.LEFT_BEHIND]} 留守 (left-behind)\n"
+            )
             summary["rosters"][spec_node.node_id] = {
                 "accepted": result.accepted,
                 "rejected": result.rejected,
@@ -220,21 +231,29 @@ def run(
             for r in running:
                 probe = _probe(r.address)
                 province = table.province_of(r.spec.division)
-                summary["nodes"].append({
-                    "id": r.spec.node_id,
-                    "division": r.spec.division,
-                    "division_name": r.node.description.division_name,
-                    "province": province.code[:2],
-                    "province_name": province.name,
-                    "address": r.address,
-                    "health": probe["health"],
-                })
-                w(f"   {r.spec.node_id:<14} {r.address:<21} health={probe['health']}  "
-                  f"GetNodeInfo → {probe['node_id']} ({probe['division']})\n")
+                summary["nodes"].append(
+                    {
+                        "id": r.spec.node_id,
+                        "division": r.spec.division,
+                        "division_name": r.node.description.division_name,
+                        "province": province.code[:2],
+                        "province_name": province.name,
+                        "address": r.address,
+                        "health": probe["health"],
+                    }
+                )
+                w(
+                    f"   {r.spec.node_id:<14} {r.address:<21} health={probe['health']}  "
+                    f"GetNodeInfo → {probe['node_id']} ({probe['division']})\n"
+                )
             if json_path is not None:
-                json_path.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-            w("\nPersonal fields are sealed at rest (AES-256-GCM, key id stored beside each row);\n"
-              "plain columns hold only division codes, period and kind.\n")
+                json_path.write_text(
+                    json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+                )
+            w(
+                "\nPersonal fields are sealed at rest (AES-256-GCM, key id stored beside each row);\n"
+                "plain columns hold only division codes, period and kind.\n"
+            )
             if serve:
                 w("\nNodes are serving; press Ctrl-C to stop them.\n")
                 out.flush()

@@ -95,12 +95,16 @@ def open_node(cfg: NodeConfig, *, table: DivisionTable | None = None) -> Node:
     table = table or DivisionTable.load_default()
     division = table.current(cfg.division)
     engine = make_engine(cfg.database_url)
-    require_current_schema(engine)
-    with engine.connect() as conn:
-        meta = dict(conn.execute(select(node_meta.c.key, node_meta.c.value)).tuples().all())
-    if meta.get("node_id") != cfg.node_id or meta.get("division") != cfg.division:
-        raise ConfigError("the database belongs to a different node than this configuration names")
-    keyring = DataKeyring.load(cfg.data_keyring)
+    try:
+        require_current_schema(engine)
+        with engine.connect() as conn:
+            meta = {row.key: row.value for row in conn.execute(select(node_meta.c.key, node_meta.c.value))}
+        if meta.get("node_id") != cfg.node_id or meta.get("division") != cfg.division:
+            raise ConfigError("the database belongs to a different node than this configuration names")
+        keyring = DataKeyring.load(cfg.data_keyring)
+    except BaseException:
+        engine.dispose()
+        raise
     return Node(
         config=cfg,
         engine=engine,

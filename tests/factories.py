@@ -53,12 +53,15 @@ def child(
         living_since=date(2024, 3, 1),
         guardianship=GuardianshipSituation.PARENTS,
         father=ParentStatus(ParentSituation.WITH_CHILD),
-        mother=ParentStatus(ParentSituation.DECEASED, date(2020, 5, 17)) if n % 7 == 0 else ParentStatus(
-            ParentSituation.WITH_CHILD
-        ),
+        mother=ParentStatus(ParentSituation.DECEASED, date(2020, 5, 17))
+        if n % 7 == 0
+        else ParentStatus(ParentSituation.WITH_CHILD),
         kind=kind,
         provenance=Provenance(
-            source="test:factories", imported_at=datetime(2026, 10, 1, 8, 0, tzinfo=UTC), node_id="t", source_row=n
+            source="test:factories",
+            imported_at=datetime(2026, 10, 1, 8, 0, tzinfo=UTC),
+            node_id="t",
+            source_row=n,
         ),
         guardian=Guardian(fake.name(), "母亲", fake.phone_number()) if n % 3 == 0 else None,
         disability=Disability(DisabilityCategory.HEARING, 2) if disabled else None,

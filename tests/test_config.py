@@ -35,25 +35,39 @@ def test_environment_overrides(tmp_path: Path) -> None:
             "TONGBAN_SERVER_GRACE_SECONDS": "1.5",
         },
     )
-    assert (cfg.listen, cfg.database_url, cfg.grace_seconds) == ("127.0.0.1:7999", "postgresql://127.0.0.1/x", 1.5)
+    assert (cfg.listen, cfg.database_url, cfg.grace_seconds) == (
+        "127.0.0.1:7999",
+        "postgresql://127.0.0.1/x",
+        1.5,
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "environ", "fragment"),
     [
-        pytest.param('[node]\nid="a-b"\ndivision="500157"\n[sever]\nlisten="x"\n', {}, "unknown section",
-                     id="typo_section"),
+        pytest.param(
+            '[node]\nid="a-b"\ndivision="500157"\n[sever]\nlisten="x"\n',
+            {},
+            "unknown section",
+            id="typo_section",
+        ),
         pytest.param('[node]\nid="a-b"\ndivision="500157"\nlisten="x"\n', {}, "unknown key", id="typo_key"),
         pytest.param('[node]\nid="a-b"\n', {}, "missing node.division", id="missing_division"),
         pytest.param('[node]\nid="A B"\ndivision="500157"\n', {}, "node id", id="bad_node_id"),
         pytest.param('[node]\nid="a-b"\ndivision="5001"\n', {}, "six-digit", id="bad_division"),
         pytest.param('[node]\nid="a-b"\ndivision=500157\n', {}, "must be a str", id="division_not_string"),
-        pytest.param('[node]\nid="a-b"\ndivision="500157"\n', {"TONGBAN_SERVER_GRACE_SECONDS": "soon"},
-                     "must be a float", id="bad_env_value"),
+        pytest.param(
+            '[node]\nid="a-b"\ndivision="500157"\n',
+            {"TONGBAN_SERVER_GRACE_SECONDS": "soon"},
+            "must be a float",
+            id="bad_env_value",
+        ),
         pytest.param("[node\n", {}, "node.toml", id="not_toml"),
     ],
 )
-def test_bad_configuration_is_refused(tmp_path: Path, text: str, environ: dict[str, str], fragment: str) -> None:
+def test_bad_configuration_is_refused(
+    tmp_path: Path, text: str, environ: dict[str, str], fragment: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         config.load(_write(tmp_path, text), environ=environ)
     assert fragment in str(info.value)

@@ -29,13 +29,27 @@ def _fullwidth(s: str) -> str:
 @pytest.mark.parametrize(
     ("raw", "number", "born", "sex"),
     [
-        pytest.param(STANDARD_EXAMPLE, STANDARD_EXAMPLE, date(1949, 12, 31), Sex.FEMALE, id="x_check_character"),
-        pytest.param(STANDARD_EXAMPLE.lower(), STANDARD_EXAMPLE, date(1949, 12, 31), Sex.FEMALE, id="lower_case_x"),
-        pytest.param(_fullwidth(STANDARD_EXAMPLE), STANDARD_EXAMPLE, date(1949, 12, 31), Sex.FEMALE,
-                     id="full_width_digits_and_x"),
+        pytest.param(
+            STANDARD_EXAMPLE, STANDARD_EXAMPLE, date(1949, 12, 31), Sex.FEMALE, id="x_check_character"
+        ),
+        pytest.param(
+            STANDARD_EXAMPLE.lower(), STANDARD_EXAMPLE, date(1949, 12, 31), Sex.FEMALE, id="lower_case_x"
+        ),
+        pytest.param(
+            _fullwidth(STANDARD_EXAMPLE),
+            STANDARD_EXAMPLE,
+            date(1949, 12, 31),
+            Sex.FEMALE,
+            id="full_width_digits_and_x",
+        ),
         pytest.param(" 110105 19491231 002X ", STANDARD_EXAMPLE, date(1949, 12, 31), Sex.FEMALE, id="spaces"),
-        pytest.param("110105\u300019491231002x", STANDARD_EXAMPLE, date(1949, 12, 31), Sex.FEMALE,
-                     id="ideographic_space"),
+        pytest.param(
+            "110105\u300019491231002x",
+            STANDARD_EXAMPLE,
+            date(1949, 12, 31),
+            Sex.FEMALE,
+            id="ideographic_space",
+        ),
         pytest.param("'" + MALE_2015, MALE_2015, date(2015, 6, 1), Sex.MALE, id="excel_apostrophe"),
         pytest.param(MALE_2015, MALE_2015, date(2015, 6, 1), Sex.MALE, id="odd_sequence_is_male"),
         pytest.param(FEMALE_2012, FEMALE_2012, date(2012, 2, 29), Sex.FEMALE, id="leap_day_birth"),
@@ -67,8 +81,11 @@ def _with_check(body17: str) -> str:
         pytest.param("11010519491231002٣", IdProblem.CHARACTER, id="non_ascii_digit"),
         pytest.param("110105194912310021", IdProblem.CHECK_CHARACTER, id="wrong_check_digit"),
         pytest.param("110105194912310029", IdProblem.CHECK_CHARACTER, id="digit_where_x_belongs"),
-        pytest.param(MALE_2015[:-1] + ("X" if MALE_2015[-1] != "X" else "0"), IdProblem.CHECK_CHARACTER,
-                     id="x_where_digit_belongs"),
+        pytest.param(
+            MALE_2015[:-1] + ("X" if MALE_2015[-1] != "X" else "0"),
+            IdProblem.CHECK_CHARACTER,
+            id="x_where_digit_belongs",
+        ),
         pytest.param(_with_check("51132120130229004"), IdProblem.BIRTH_DATE, id="feb_29_in_common_year"),
         pytest.param(_with_check("51132120121301004"), IdProblem.BIRTH_DATE, id="month_13"),
         pytest.param(_with_check("51132118991231004"), IdProblem.BIRTH_DATE, id="before_1900"),

@@ -57,7 +57,7 @@ BAD_LABELS = [
 
 @pytest.mark.parametrize("label", BAD_LABELS)
 def test_parse_rejects(label: str) -> None:
-    with pytest.raises(InputError, match="2026-11, 2026Q4 or 2026H2|no year 0000"):
+    with pytest.raises(InputError, match=r"2026-11, 2026Q4 or 2026H2|no year 0000"):
         MonitoringPeriod.parse(label)
 
 
@@ -145,7 +145,9 @@ def test_direct_construction_is_checked(start: date, end: date, label: str) -> N
 
 
 def test_direct_construction_when_consistent() -> None:
-    assert MonitoringPeriod(date(2026, 10, 1), date(2026, 12, 31), "2026Q4") == MonitoringPeriod.parse("2026Q4")
+    assert MonitoringPeriod(date(2026, 10, 1), date(2026, 12, 31), "2026Q4") == MonitoringPeriod.parse(
+        "2026Q4"
+    )
 
 
 # --- calendar months ------------------------------------------------------------------------------

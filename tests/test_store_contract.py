@@ -61,15 +61,21 @@ def test_iter_period_streams_everything_in_batches(repo: SqlChildRepository) -> 
     migrants = list(repo.iter_period(PERIOD, kind=ChildKind.MIGRANT))
     assert len(migrants) == 15
     assert repo.count(PERIOD) == 30
-    assert repo.counts_by_kind(PERIOD) == {ChildKind.MIGRANT: 15, ChildKind.LEFT_BEHIND: 15, ChildKind.NEITHER: 0}
+    assert repo.counts_by_kind(PERIOD) == {
+        ChildKind.MIGRANT: 15,
+        ChildKind.LEFT_BEHIND: 15,
+        ChildKind.NEITHER: 0,
+    }
 
 
 @pytest.mark.parametrize(
     "second",
     [
         pytest.param(lambda r: r, id="same_record_id"),
-        pytest.param(lambda r: dataclasses.replace(r, record_id="ffffffff-0000-0000-0000-000000000001"),
-                     id="same_id_number_in_period"),
+        pytest.param(
+            lambda r: dataclasses.replace(r, record_id="ffffffff-0000-0000-0000-000000000001"),
+            id="same_id_number_in_period",
+        ),
     ],
 )
 def test_duplicates_store_nothing(repo: SqlChildRepository, second: object) -> None:
@@ -79,7 +85,8 @@ def test_duplicates_store_nothing(repo: SqlChildRepository, second: object) -> N
         repo.add_many(batch, period=PERIOD)
     assert repo.count(PERIOD) == 0, "a failed batch must store nothing"
     assert first.name not in str(info.value)
-    assert first.id_number is not None and first.id_number not in str(info.value)
+    assert first.id_number is not None
+    assert first.id_number not in str(info.value)
 
 
 def test_records_without_id_number_do_not_collide(repo: SqlChildRepository) -> None:
@@ -112,7 +119,9 @@ def test_tampered_row_fails_closed(repo: SqlChildRepository) -> None:
             select(child_records.c.pii_sealed).where(child_records.c.record_id == b.record_id)
         ).scalar_one()
         # Paste b's (valid) ciphertext into a's row: the AAD binds it to b, so it must not open.
-        conn.execute(update(child_records).where(child_records.c.record_id == a.record_id).values(pii_sealed=sealed_b))
+        conn.execute(
+            update(child_records).where(child_records.c.record_id == a.record_id).values(pii_sealed=sealed_b)
+        )
     with pytest.raises(DecryptionFailed):
         repo.get(a.record_id)
 

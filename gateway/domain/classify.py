@@ -168,7 +168,8 @@ def classify(
     See the module docstring for the definitions, the date conventions and the order of checks.
     Raises :class:`~gateway.errors.InvalidRecord` (born after the period),
     :class:`~gateway.errors.SuccessorUnknown` / :class:`~gateway.errors.AmbiguousSuccessor`
-    (division codes that cannot be resolved to one province) and
+    (division codes that cannot be resolved to one province),
+    :class:`~gateway.errors.InvalidDivisionCode` (from the table, for a code that never existed) and
     :class:`~gateway.errors.ConfigError` (no rules for the residence province, inconsistent
     exemption data). Never returns a guess.
     """

@@ -84,12 +84,8 @@ def _personal_fields(r: ChildRecord) -> dict[str, Any]:
         "guardianship": r.guardianship.value,
         "father": [r.father.situation.value, _d(r.father.since)],
         "mother": [r.mother.situation.value, _d(r.mother.since)],
-        "guardian": None
-        if r.guardian is None
-        else [r.guardian.name, r.guardian.relation, r.guardian.phone],
-        "disability": None
-        if r.disability is None
-        else [int(r.disability.category), r.disability.level],
+        "guardian": None if r.guardian is None else [r.guardian.name, r.guardian.relation, r.guardian.phone],
+        "disability": None if r.disability is None else [int(r.disability.category), r.disability.level],
         "key_care": sorted(f.value for f in r.key_care),
     }
 
