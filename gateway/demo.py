@@ -166,7 +166,9 @@ def run(
     period = (
         MonitoringPeriod.parse(period_label)
         if period_label
-        else MonitoringPeriod.containing(today, Cadence.QUARTERLY)
+        # The latest *completed* quarter: rosters are reported once a period has ended, so no
+        # synthetic birth or move date lies after today.
+        else MonitoringPeriod.containing(today, Cadence.QUARTERLY).previous()
     )
     divisions = tuple(n.division for n in DEMO_NODES)
     spec = SynthSpec(

@@ -176,3 +176,8 @@ class DataKeyMissing(CryptoError):
 class DecryptionFailed(CryptoError):
     code = "decryption_failed"
     public_message = "a stored record failed its integrity check"
+
+
+class RowTampered(CryptoError):
+    code = "row_tampered"
+    public_message = "a stored record's index columns disagree with its sealed content"

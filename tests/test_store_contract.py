@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, update
 
 from gateway.domain.records import ChildKind
-from gateway.errors import DataKeyMissing, DecryptionFailed, DuplicateRecord, RecordNotFound
+from gateway.errors import DataKeyMissing, DecryptionFailed, DuplicateRecord, RecordNotFound, RowTampered
 from gateway.store.db import make_engine, migrate
 from gateway.store.keyring import DataKeyring
 from gateway.store.repository import SqlChildRepository
@@ -124,6 +124,25 @@ def test_tampered_row_fails_closed(repo: SqlChildRepository) -> None:
         )
     with pytest.raises(DecryptionFailed):
         repo.get(a.record_id)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        pytest.param("kind", "neither", id="kind_changed"),
+        pytest.param("registration_division", "500109", id="registration_changed"),
+        pytest.param("residence_division", "511321", id="residence_changed"),
+    ],
+)
+def test_edited_plain_column_is_detected(repo: SqlChildRepository, column: str, value: str) -> None:
+    r = child(1)
+    repo.add_many([r], period=PERIOD)
+    with repo._engine.begin() as conn:
+        conn.execute(
+            update(child_records).where(child_records.c.record_id == r.record_id).values({column: value})
+        )
+    with pytest.raises(RowTampered):
+        repo.get(r.record_id)
 
 
 def test_rotation_keeps_old_rows_readable_and_rewrap_moves_them(

@@ -1,9 +1,10 @@
 """The child-ledger repository: one interface, one SQL implementation for SQLite and PostgreSQL.
 
 ``ChildRepository`` is what services use; ``SqlChildRepository`` implements it with SQLAlchemy
-Core. Every personal field of a :class:`~gateway.domain.records.ChildRecord` is sealed with the
-node's data key before it reaches the database (``pii_sealed``, with ``key_id`` beside it); the
-plain columns carry only routing and counting facts. The shared contract suite
+Core. The whole :class:`~gateway.domain.records.ChildRecord` (in the JSON form of
+``gateway.domain.codec``) is sealed with the node's data key before it reaches the database
+(``pii_sealed``, with ``key_id`` beside it); the plain columns are an index that carries only routing
+and counting facts, checked against the sealed copy on every read. The shared contract suite
 (``tests/test_store_contract.py``) runs against both databases.
 
 Writes are batched (one multi-row INSERT per ``batch_size`` rows) inside one transaction per call,
@@ -15,26 +16,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from gateway.domain.records import (
-    ChildKind,
-    ChildRecord,
-    Disability,
-    DisabilityCategory,
-    Guardian,
-    GuardianshipSituation,
-    KeyCareFlag,
-    ParentSituation,
-    ParentStatus,
-    Provenance,
-    Sex,
-)
-from gateway.errors import DuplicateRecord, RecordNotFound, StorageError
+from gateway.domain.codec import record_from_json, record_to_json
+from gateway.domain.records import ChildKind, ChildRecord
+from gateway.errors import DuplicateRecord, RecordNotFound, RowTampered, StorageError
 from gateway.store.keyring import DataKeyring, Sealed
 from gateway.store.schema import child_records
 
@@ -62,62 +52,6 @@ class ChildRepository(Protocol):
         ...
 
 
-# --- sealed payload codec (domain ⇄ JSON stored inside the ciphertext) ---------------------------
-
-
-def _d(value: date | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _pd(value: Any) -> date | None:
-    return date.fromisoformat(value) if value is not None else None
-
-
-def _personal_fields(r: ChildRecord) -> dict[str, Any]:
-    return {
-        "v": 1,
-        "id_number": r.id_number,
-        "name": r.name,
-        "sex": r.sex.value,
-        "birth_date": r.birth_date.isoformat(),
-        "living_since": _d(r.living_since),
-        "guardianship": r.guardianship.value,
-        "father": [r.father.situation.value, _d(r.father.since)],
-        "mother": [r.mother.situation.value, _d(r.mother.since)],
-        "guardian": None if r.guardian is None else [r.guardian.name, r.guardian.relation, r.guardian.phone],
-        "disability": None if r.disability is None else [int(r.disability.category), r.disability.level],
-        "key_care": sorted(f.value for f in r.key_care),
-    }
-
-
-def _record_from(row: Row[Any], p: dict[str, Any]) -> ChildRecord:
-    g = p["guardian"]
-    dis = p["disability"]
-    imported_at: datetime = row.imported_at
-    if imported_at.tzinfo is None:  # SQLite drops the zone; we always store UTC
-        imported_at = imported_at.replace(tzinfo=UTC)
-    return ChildRecord(
-        record_id=row.record_id,
-        id_number=p["id_number"],
-        name=p["name"],
-        sex=Sex(p["sex"]),
-        birth_date=date.fromisoformat(p["birth_date"]),
-        registration_division=row.registration_division,
-        residence_division=row.residence_division,
-        living_since=_pd(p["living_since"]),
-        guardianship=GuardianshipSituation(p["guardianship"]),
-        father=ParentStatus(ParentSituation(p["father"][0]), _pd(p["father"][1])),
-        mother=ParentStatus(ParentSituation(p["mother"][0]), _pd(p["mother"][1])),
-        kind=ChildKind(row.kind),
-        provenance=Provenance(
-            source=row.source, imported_at=imported_at, node_id=p["node_id"], source_row=row.source_row
-        ),
-        guardian=None if g is None else Guardian(name=g[0], relation=g[1], phone=g[2]),
-        disability=None if dis is None else Disability(DisabilityCategory(dis[0]), dis[1]),
-        key_care=frozenset(KeyCareFlag(f) for f in p["key_care"]),
-    )
-
-
 class SqlChildRepository:
     """``ChildRepository`` on SQLAlchemy Core (SQLite and PostgreSQL)."""
 
@@ -133,9 +67,7 @@ class SqlChildRepository:
         return b"child_records\x00" + record_id.encode("ascii")
 
     def _row(self, r: ChildRecord, period: str) -> dict[str, Any]:
-        personal = _personal_fields(r)
-        personal["node_id"] = r.provenance.node_id
-        plaintext = json.dumps(personal, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        plaintext = json.dumps(record_to_json(r), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         sealed = self._keys.seal(plaintext, context=self._context(r.record_id))
         return {
             "record_id": r.record_id,
@@ -156,7 +88,16 @@ class SqlChildRepository:
 
     def _open(self, row: Row[Any]) -> ChildRecord:
         plaintext = self._keys.open(Sealed(row.key_id, row.pii_sealed), context=self._context(row.record_id))
-        return _record_from(row, json.loads(plaintext))
+        record = record_from_json(json.loads(plaintext))
+        # The sealed copy is the authority; the plain columns are an index of it. A plain column
+        # edited behind the node's back (e.g. a child's kind or county) is detected here.
+        if (record.kind.value, record.registration_division, record.residence_division) != (
+            row.kind,
+            row.registration_division,
+            row.residence_division,
+        ):
+            raise RowTampered("a plain column disagrees with the sealed record")
+        return record
 
     def add_many(self, records: Iterable[ChildRecord], *, period: str) -> int:
         total = 0

@@ -4,7 +4,8 @@ Nothing produced here is a real person. See :mod:`gateway.synth.generator` for w
 looks like and :mod:`gateway.synth.names` for the names.
 """
 
-from gateway.synth.export import CSV_HEADER, record_from_json, record_to_json, write_csv, write_jsonl
+from gateway.domain.codec import record_from_json, record_to_json
+from gateway.synth.export import CSV_HEADER, write_csv, write_jsonl
 from gateway.synth.generator import (
     Household,
     SynthSpec,

@@ -12,8 +12,8 @@ and level (一级 … 四级) as on the disability certificate. An empty cell me
 JSON Lines
 ----------
 One JSON object per record, keys in a fixed order, enum *values* (``"migrant"``, ``"with_child"``),
-ISO dates, ``ensure_ascii=False``; :func:`record_from_json` reads a line back into an identical
-:class:`~gateway.domain.records.ChildRecord`.
+ISO dates, ``ensure_ascii=False``: the shape of :mod:`gateway.domain.codec` (the same JSON the node
+seals in its database), whose ``record_from_json`` reads a line back into an identical record.
 
 Both writers take a **binary** stream and return the number of records written; output is
 byte-for-byte a function of the records.
@@ -25,23 +25,16 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
-from typing import IO, Any
+from datetime import date
+from typing import IO
 
+from gateway.domain.codec import record_to_json
 from gateway.domain.records import (
-    ChildKind,
     ChildRecord,
-    Disability,
     DisabilityCategory,
-    Guardian,
     GuardianshipSituation,
     KeyCareFlag,
-    ParentSituation,
-    ParentStatus,
-    Provenance,
-    Sex,
 )
-from gateway.errors import InvalidRecord
 
 CSV_HEADER: tuple[str, ...] = (
     "姓名",
@@ -142,100 +135,6 @@ def write_csv(records: Iterable[ChildRecord], stream: IO[bytes]) -> int:
 
 
 # --- JSON Lines -------------------------------------------------------------------------------------
-
-
-def _parent(status: ParentStatus) -> dict[str, Any]:
-    return {"situation": status.situation.value, "since": _day(status.since) or None}
-
-
-def record_to_json(record: ChildRecord) -> dict[str, Any]:
-    """A record as a JSON-ready dict (enum values, ISO dates, key-care flags in enum order)."""
-    guardian = record.guardian
-    disability = record.disability
-    provenance = record.provenance
-    return {
-        "record_id": record.record_id,
-        "id_number": record.id_number,
-        "name": record.name,
-        "sex": record.sex.value,
-        "birth_date": record.birth_date.isoformat(),
-        "registration_division": record.registration_division,
-        "residence_division": record.residence_division,
-        "living_since": _day(record.living_since) or None,
-        "guardianship": record.guardianship.value,
-        "father": _parent(record.father),
-        "mother": _parent(record.mother),
-        "kind": record.kind.value,
-        "guardian": (
-            None
-            if guardian is None
-            else {"name": guardian.name, "relation": guardian.relation, "phone": guardian.phone}
-        ),
-        "disability": (
-            None if disability is None else {"category": int(disability.category), "level": disability.level}
-        ),
-        "key_care": [flag.value for flag in KeyCareFlag if flag in record.key_care],
-        "provenance": {
-            "source": provenance.source,
-            "imported_at": provenance.imported_at.isoformat(),
-            "node_id": provenance.node_id,
-            "source_row": provenance.source_row,
-        },
-    }
-
-
-def _optional_day(value: object) -> date | None:
-    return None if value is None else date.fromisoformat(str(value))
-
-
-def record_from_json(data: Mapping[str, Any]) -> ChildRecord:
-    """The inverse of :func:`record_to_json`. Raises :class:`~gateway.errors.InvalidRecord` on a
-    missing key or a bad value (the message names the problem, never a value)."""
-    try:
-        guardian = data["guardian"]
-        disability = data["disability"]
-        provenance = data["provenance"]
-        return ChildRecord(
-            record_id=str(data["record_id"]),
-            id_number=data["id_number"],
-            name=str(data["name"]),
-            sex=Sex(data["sex"]),
-            birth_date=date.fromisoformat(data["birth_date"]),
-            registration_division=str(data["registration_division"]),
-            residence_division=str(data["residence_division"]),
-            living_since=_optional_day(data["living_since"]),
-            guardianship=GuardianshipSituation(data["guardianship"]),
-            father=ParentStatus(
-                ParentSituation(data["father"]["situation"]), _optional_day(data["father"]["since"])
-            ),
-            mother=ParentStatus(
-                ParentSituation(data["mother"]["situation"]), _optional_day(data["mother"]["since"])
-            ),
-            kind=ChildKind(data["kind"]),
-            provenance=Provenance(
-                source=str(provenance["source"]),
-                imported_at=datetime.fromisoformat(provenance["imported_at"]),
-                node_id=str(provenance["node_id"]),
-                source_row=provenance["source_row"],
-            ),
-            guardian=(
-                None
-                if guardian is None
-                else Guardian(str(guardian["name"]), str(guardian["relation"]), guardian["phone"])
-            ),
-            disability=(
-                None
-                if disability is None
-                else Disability(DisabilityCategory(disability["category"]), int(disability["level"]))
-            ),
-            key_care=frozenset(KeyCareFlag(flag) for flag in data["key_care"]),
-        )
-    except KeyError as exc:
-        raise InvalidRecord(f"JSON record lacks the key {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise InvalidRecord(
-            f"JSON record has a value of the wrong type or form ({type(exc).__name__})"
-        ) from None
 
 
 def write_jsonl(records: Iterable[ChildRecord], stream: IO[bytes]) -> int:
