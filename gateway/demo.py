@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from gateway.domain.records import ChildKind
 from gateway.domain.rules import load_rules
 from gateway.errors import GatewayError
 from gateway.node import Node, init_node, open_node
-from gateway.roster import IntakeSummary, intake
+from gateway.roster import intake
 from gateway.store.schema import child_records
 from gateway.synth.generator import SynthSpec, generate, roster_for
 from gateway.wire import node_info_from_wire
@@ -203,18 +204,29 @@ def run(
             place = f"{province.name}{node.description.division_name}"
             w(f"   {spec_node.node_id:<14} {spec_node.division} {place} — {spec_node.role}\n")
 
-        w("\n2. Importing this quarter's synthetic rosters (each county keeps the children it owns)\n")
-        intakes: dict[str, IntakeSummary] = {}
+        population = Counter(r.kind for r in generate(spec, table, rules))
+        summary["population"] = {"households": households, **{k.value: population[k] for k in ChildKind}}
+        w(
+            f"\n2. A seeded synthetic population (seed {seed}): {households} households, "
+            f"{sum(population.values())} children:\n"
+            f"   {population[ChildKind.MIGRANT]} 流动 (migrant), {population[ChildKind.LEFT_BEHIND]} 留守 "
+            f"(left-behind), {population[ChildKind.NEITHER]} neither — each classified by the real rules\n"
+            "   (under 16 on the period's first day, 6 months away, accompanied by a parent or guardian,\n"
+            "   Chongqing's central-district exemption).\n"
+            "   Importing the roster each county owns (流入地为主: migrants where they live;\n"
+            "   户籍地为主: left-behind children where they are registered):\n"
+        )
         for spec_node, node in nodes:
             owned = roster_for(generate(spec, table, rules), spec_node.division)
             result = intake(node.children, owned, period=period.label, table=table, today=today)
-            intakes[spec_node.node_id] = result
             counts = node.children.counts_by_kind(period.label)
             w(
                 f"   {spec_node.node_id:<14} accepted {result.accepted:>4}  rejected {result.rejected}  "
                 f"stored: {counts[ChildKind.MIGRANT]} 流动 (migrant), "
                 f"{counts[ChildKind.LEFT_BEHIND]} 留守 (left-behind)\n"
             )
+            for code, n in Counter(r.code for r in result.rejections).most_common():
+                w(f"   {'':<14} rejected [{code}]: {n}\n")
             summary["rosters"][spec_node.node_id] = {
                 "accepted": result.accepted,
                 "rejected": result.rejected,

@@ -24,7 +24,7 @@ from datetime import date
 from gateway.domain import idnumber
 from gateway.domain.divisions import DivisionTable
 from gateway.domain.records import ChildKind, ChildRecord
-from gateway.errors import GatewayError, InvalidRecord
+from gateway.errors import GatewayError, InputError, InvalidRecord
 from gateway.store.repository import ChildRepository
 
 
@@ -71,13 +71,17 @@ def validate(record: ChildRecord, table: DivisionTable, *, today: date) -> tuple
 
 def intake(
     repo: ChildRepository,
-    records: Iterable[ChildRecord],
+    records: Iterable[ChildRecord | InputError],
     *,
     period: str,
     table: DivisionTable,
     today: date,
 ) -> IntakeSummary:
-    """Validate every record, store the valid ones atomically, and summarise."""
+    """Validate every record, store the valid ones atomically, and summarise.
+
+    A reader that cannot even build a record from a row passes the :class:`InputError` instead,
+    so that the row keeps its position and is reported like any other rejection.
+    """
     rejections: list[Rejection] = []
     by_kind = dict.fromkeys(ChildKind, 0)
     rerouted = 0
@@ -85,6 +89,9 @@ def intake(
     def valid() -> Iterator[ChildRecord]:
         nonlocal rerouted
         for position, record in enumerate(records, start=1):
+            if isinstance(record, InputError):
+                rejections.append(Rejection(position, record.code, str(record)))
+                continue
             try:
                 good, moved = validate(record, table, today=today)
             except GatewayError as exc:

@@ -40,7 +40,7 @@ def test_round_trip_every_field(repo: SqlChildRepository) -> None:
     records = [child(n, disabled=n == 3, with_id=n != 4) for n in range(20)]
     assert repo.add_many(records, period=PERIOD) == 20
     for r in records:
-        assert repo.get(r.record_id) == r
+        assert repo.get(r.record_id, period=PERIOD) == r
 
 
 def test_find_by_id_number_uses_the_blind_index(repo: SqlChildRepository) -> None:
@@ -89,13 +89,32 @@ def test_duplicates_store_nothing(repo: SqlChildRepository, second: object) -> N
     assert first.id_number not in str(info.value)
 
 
+def test_same_record_in_two_periods(repo: SqlChildRepository) -> None:
+    r = child(1)
+    repo.add_many([r], period="2026Q3")
+    repo.add_many([r], period=PERIOD)
+    assert repo.get(r.record_id, period="2026Q3") == repo.get(r.record_id, period=PERIOD) == r
+
+
+def test_ciphertext_moved_to_another_period_fails_closed(repo: SqlChildRepository) -> None:
+    r = child(1)
+    repo.add_many([r], period="2026Q3")
+    repo.add_many([r], period=PERIOD)
+    with repo._engine.begin() as conn:
+        c = child_records.c
+        q3 = conn.execute(select(c.pii_sealed).where(c.period == "2026Q3")).scalar_one()
+        conn.execute(update(child_records).where(c.period == PERIOD).values(pii_sealed=q3))
+    with pytest.raises(DecryptionFailed):
+        repo.get(r.record_id, period=PERIOD)
+
+
 def test_records_without_id_number_do_not_collide(repo: SqlChildRepository) -> None:
     assert repo.add_many([child(n, with_id=False) for n in range(3)], period=PERIOD) == 3
 
 
 def test_missing_record(repo: SqlChildRepository) -> None:
     with pytest.raises(RecordNotFound):
-        repo.get("00000000-0000-0000-0000-00000000dead")
+        repo.get("00000000-0000-0000-0000-00000000dead", period=PERIOD)
 
 
 def test_personal_fields_are_not_stored_in_clear(repo: SqlChildRepository) -> None:
@@ -123,7 +142,7 @@ def test_tampered_row_fails_closed(repo: SqlChildRepository) -> None:
             update(child_records).where(child_records.c.record_id == a.record_id).values(pii_sealed=sealed_b)
         )
     with pytest.raises(DecryptionFailed):
-        repo.get(a.record_id)
+        repo.get(a.record_id, period=PERIOD)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +161,7 @@ def test_edited_plain_column_is_detected(repo: SqlChildRepository, column: str, 
             update(child_records).where(child_records.c.record_id == r.record_id).values({column: value})
         )
     with pytest.raises(RowTampered):
-        repo.get(r.record_id)
+        repo.get(r.record_id, period=PERIOD)
 
 
 def test_rotation_keeps_old_rows_readable_and_rewrap_moves_them(
@@ -154,13 +173,13 @@ def test_rotation_keeps_old_rows_readable_and_rewrap_moves_them(
     new_key = keyring.rotate()
     newer = child(50)
     repo.add_many([newer], period=PERIOD)
-    assert repo.get(old[0].record_id) == old[0]  # sealed under the old key, still readable
+    assert repo.get(old[0].record_id, period=PERIOD) == old[0]  # sealed under the old key, still readable
     assert repo.rewrap() == 10
     with repo._engine.connect() as conn:
         assert set(conn.execute(select(child_records.c.key_id)).scalars()) == {new_key}
     del keyring.keys[old_key]
     reader = SqlChildRepository(repo._engine, DataKeyring(new_key, dict(keyring.keys), keyring.index_key))
-    assert reader.get(old[3].record_id) == old[3]
+    assert reader.get(old[3].record_id, period=PERIOD) == old[3]
 
 
 def test_unknown_key_id_is_a_typed_error(repo: SqlChildRepository) -> None:
@@ -168,4 +187,4 @@ def test_unknown_key_id_is_a_typed_error(repo: SqlChildRepository) -> None:
     repo.add_many([r], period=PERIOD)
     stranger = SqlChildRepository(repo._engine, DataKeyring.generate())
     with pytest.raises(DataKeyMissing):
-        stranger.get(r.record_id)
+        stranger.get(r.record_id, period=PERIOD)

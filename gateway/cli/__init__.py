@@ -33,7 +33,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here so that `tongban --help` stays the one place that lists every group.
-    from gateway.cli import demo, divisions, ids, node, synth
+    from gateway.cli import demo, divisions, ids, node, roster, synth
 
     parser = argparse.ArgumentParser(
         prog="tongban",
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and debug logs")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    for module in (node, synth, demo, divisions, ids):
+    for module in (node, roster, synth, demo, divisions, ids):
         module.register(groups)
     return parser
 

@@ -13,9 +13,17 @@ from gateway.server import serve_forever
 ENV_CONFIG = "TONGBAN_CONFIG"
 
 
-def _config_path(args: argparse.Namespace) -> Path:
+def config_path(args: argparse.Namespace) -> Path:
     path = Path(args.config)
     return path / config_mod.CONFIG_FILE if path.is_dir() else path
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=os.environ.get(ENV_CONFIG, config_mod.CONFIG_FILE),
+        help=f"node.toml or its directory (env {ENV_CONFIG}; default: %(default)s)",
+    )
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -33,12 +41,12 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    node = open_node(config_mod.load(_config_path(args)))
+    node = open_node(config_mod.load(config_path(args)))
     return serve_forever(node)
 
 
 def _info(args: argparse.Namespace) -> int:
-    node = open_node(config_mod.load(_config_path(args)))
+    node = open_node(config_mod.load(config_path(args)))
     d = node.description
     print(f"node:      {d.node_id}")
     print(f"division:  {d.division_code} {d.division_name} (province {d.province_code})")
@@ -51,7 +59,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _rotate_data_key(args: argparse.Namespace) -> int:
-    node = open_node(config_mod.load(_config_path(args)))
+    node = open_node(config_mod.load(config_path(args)))
     new_id = node.keyring.rotate()
     node.keyring.save(node.config.data_keyring)  # saved before any row uses the new key
     rewrapped = node.children.rewrap()
@@ -63,8 +71,6 @@ def _rotate_data_key(args: argparse.Namespace) -> int:
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = groups.add_parser("node", help="create, inspect and run a county node")
     sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
-    default_config = os.environ.get(ENV_CONFIG, config_mod.CONFIG_FILE)
-    config_help = f"node.toml or its directory (env {ENV_CONFIG}; default: %(default)s)"
 
     init = sub.add_parser("init", help="create a node's data directory, keys and database")
     init.add_argument("data_dir", help="directory to create (must not hold a node yet)")
@@ -79,13 +85,13 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     init.set_defaults(handler=_init)
 
     serve = sub.add_parser("serve", help="run the node's gRPC server until SIGTERM")
-    serve.add_argument("--config", default=default_config, help=config_help)
+    add_config_argument(serve)
     serve.set_defaults(handler=_serve)
 
     info = sub.add_parser("info", help="show the node's identity (no personal data)")
-    info.add_argument("--config", default=default_config, help=config_help)
+    add_config_argument(info)
     info.set_defaults(handler=_info)
 
     rotate = sub.add_parser("rotate-data-key", help="add a new data key and re-seal every stored record")
-    rotate.add_argument("--config", default=default_config, help=config_help)
+    add_config_argument(rotate)
     rotate.set_defaults(handler=_rotate_data_key)

@@ -42,7 +42,8 @@ _WRITERS = {"csv": write_csv, "jsonl": write_jsonl}
 
 
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    current = MonitoringPeriod.containing(date.today(), Cadence.QUARTERLY).label
+    # The latest completed quarter: no synthetic birth or move date then lies in the future.
+    current = MonitoringPeriod.containing(date.today(), Cadence.QUARTERLY).previous().label
     p = groups.add_parser(
         "synth",
         help="write a seeded synthetic child ledger (CSV or JSON Lines) for demos and tests",
@@ -58,7 +59,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--period",
         default=current,
-        help="monitoring period: 2026Q4, 2026-11 or 2026H2 (default: the current quarter, %(default)s)",
+        help="monitoring period: 2026Q4, 2026-11 or 2026H2 (default: latest completed quarter, %(default)s)",
     )
     p.add_argument(
         "--residence",

@@ -37,7 +37,7 @@ class ChildRepository(Protocol):
         repeats a record id or an ID number already in that period (nothing is stored then)."""
         ...
 
-    def get(self, record_id: str) -> ChildRecord: ...
+    def get(self, record_id: str, *, period: str) -> ChildRecord: ...
 
     def find_by_id_number(self, id_number: str, *, period: str) -> ChildRecord | None: ...
 
@@ -60,15 +60,15 @@ class SqlChildRepository:
         self._keys = keyring
         self._batch = batch_size
 
-    # The AAD binds each ciphertext to its table and record id: a sealed value pasted into
-    # another row fails to open.
+    # The AAD binds each ciphertext to its table, period and record id: a sealed value pasted into
+    # another row (or another period's ledger) fails to open.
     @staticmethod
-    def _context(record_id: str) -> bytes:
-        return b"child_records\x00" + record_id.encode("ascii")
+    def _context(period: str, record_id: str) -> bytes:
+        return b"child_records\x00" + period.encode("utf-8") + b"\x00" + record_id.encode("utf-8")
 
     def _row(self, r: ChildRecord, period: str) -> dict[str, Any]:
         plaintext = json.dumps(record_to_json(r), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        sealed = self._keys.seal(plaintext, context=self._context(r.record_id))
+        sealed = self._keys.seal(plaintext, context=self._context(period, r.record_id))
         return {
             "record_id": r.record_id,
             "period": period,
@@ -87,7 +87,8 @@ class SqlChildRepository:
         return self._keys.blind_index(id_number, purpose=_ID_INDEX_PURPOSE)
 
     def _open(self, row: Row[Any]) -> ChildRecord:
-        plaintext = self._keys.open(Sealed(row.key_id, row.pii_sealed), context=self._context(row.record_id))
+        sealed = Sealed(row.key_id, row.pii_sealed)
+        plaintext = self._keys.open(sealed, context=self._context(row.period, row.record_id))
         record = record_from_json(json.loads(plaintext))
         # The sealed copy is the authority; the plain columns are an index of it. A plain column
         # edited behind the node's back (e.g. a child's kind or county) is detected here.
@@ -120,9 +121,12 @@ class SqlChildRepository:
             raise StorageError(type(exc).__name__) from None
         return total
 
-    def get(self, record_id: str) -> ChildRecord:
+    def get(self, record_id: str, *, period: str) -> ChildRecord:
+        query = select(child_records).where(
+            child_records.c.period == period, child_records.c.record_id == record_id
+        )
         with self._engine.connect() as conn:
-            row = conn.execute(select(child_records).where(child_records.c.record_id == record_id)).first()
+            row = conn.execute(query).first()
         if row is None:
             raise RecordNotFound()
         return self._open(row)
@@ -177,20 +181,21 @@ class SqlChildRepository:
         changed = 0
         while True:
             with self._engine.begin() as conn:
+                c = child_records.c
                 rows = conn.execute(
-                    select(child_records.c.record_id, child_records.c.key_id, child_records.c.pii_sealed)
-                    .where(child_records.c.key_id != active)
+                    select(c.period, c.record_id, c.key_id, c.pii_sealed)
+                    .where(c.key_id != active)
                     .limit(self._batch)
                 ).all()
                 if not rows:
                     return changed
                 for row in rows:
-                    ctx = self._context(row.record_id)
+                    ctx = self._context(row.period, row.record_id)
                     plain = self._keys.open(Sealed(row.key_id, row.pii_sealed), context=ctx)
                     sealed = self._keys.seal(plain, context=ctx)
                     conn.execute(
                         update(child_records)
-                        .where(child_records.c.record_id == row.record_id)
+                        .where(c.period == row.period, c.record_id == row.record_id)
                         .values(key_id=sealed.key_id, pii_sealed=sealed.blob)
                     )
                 changed += len(rows)

@@ -41,8 +41,9 @@ node_meta = Table(
 child_records = Table(
     "child_records",
     metadata,
+    # A county system's record id is stable across periods; each period's ledger holds it once.
+    Column("period", String(16), primary_key=True),
     Column("record_id", String(36), primary_key=True),
-    Column("period", String(16), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("registration_division", String(6), nullable=False),
     Column("residence_division", String(6), nullable=False),

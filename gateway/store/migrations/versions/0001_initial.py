@@ -25,8 +25,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "child_records",
-        sa.Column("record_id", sa.String(36), nullable=False),
         sa.Column("period", sa.String(16), nullable=False),
+        sa.Column("record_id", sa.String(36), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("registration_division", sa.String(6), nullable=False),
         sa.Column("residence_division", sa.String(6), nullable=False),
@@ -36,7 +36,7 @@ def upgrade() -> None:
         sa.Column("source", sa.String(200), nullable=False),
         sa.Column("source_row", sa.Integer(), nullable=True),
         sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("record_id", name="pk_child_records"),
+        sa.PrimaryKeyConstraint("period", "record_id", name="pk_child_records"),
         sa.UniqueConstraint("period", "id_index", name="uq_child_records_period_id_index"),
     )
     op.create_index("ix_child_records_period_kind", "child_records", ["period", "kind"])

@@ -1,0 +1,52 @@
+"""`tongban demo` runs the whole story as a newcomer would (real processes, real gRPC on loopback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_tells_the_story_and_writes_json(tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "demo",
+            "--households",
+            "120",
+            "--json",
+            str(summary_path),
+            "--workdir",
+            str(tmp_path / "nodes"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    nodes = summary["nodes"]
+    assert [n["id"] for n in nodes] == ["cq-liangjiang", "sc-nanbu"]
+    assert {n["province"] for n in nodes} == {"50", "51"}, "two nodes in different provinces"
+    for n in nodes:
+        assert set(n) >= {"id", "division", "province", "address"}
+        assert n["address"].startswith("127.0.0.1:")
+        assert n["health"] == "SERVING"
+    for node_id, roster in summary["rosters"].items():
+        assert roster["accepted"] > 0, node_id
+        assert roster["rejected"] == 0, node_id
+        assert roster["encryption"]["found_in_clear"] == 0
+        assert roster["encryption"]["values_checked"] > 0
+    # A migrant child is owned by the residence node, a left-behind child by the registration node.
+    assert summary["rosters"]["cq-liangjiang"]["stored"]["migrant"] > 0
+    assert summary["rosters"]["sc-nanbu"]["stored"]["left_behind"] > 0
+    assert "health=SERVING" in done.stdout
+    assert "stopped gracefully" in done.stdout
