@@ -107,14 +107,16 @@ def test_serve_process_stops_gracefully_on_sigterm(node_dir: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        ready = json.loads(proc.stdout.readline())
+        line = proc.stdout.readline()
+        assert line, f"server exited early: {proc.stderr.read() if proc.stderr else ''}"
+        ready = json.loads(line)
         assert ready["event"] == "ready"
         with grpc.insecure_channel(ready["address"]) as ch:
-            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-        assert proc.returncode == 0
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-2000:]
         assert json.loads(out.strip().splitlines()[-1])["event"] == "stopped"
     finally:
         if proc.poll() is None:
