@@ -20,6 +20,11 @@ Example (what ``tongban node init`` writes)::
 
     [keys]
     data_keyring = "data-keys.json"
+
+Key and trust files have defaults inside the data directory (``keys/tls.key.pem``,
+``keys/tls.crt.pem``, ``keys/signing.key.pem``, ``keys/encryption.key.pem``, ``trust/root.json``,
+``trust/state.json``, ``trust/directory.json``); ``[trust] directory`` names where the signed
+directory is published (a file path or an http(s) URL) and ``refresh_seconds`` how often to fetch.
 """
 
 from __future__ import annotations
@@ -38,20 +43,45 @@ CONFIG_FILE = "node.toml"
 _NODE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 
 _SCHEMA: dict[str, dict[str, type]] = {
-    "node": {"id": str, "division": str},
+    "node": {"id": str, "division": str, "endpoint": str},
     "server": {"listen": str, "grace_seconds": float},
     "database": {"url": str},
-    "keys": {"data_keyring": str},
+    "keys": {
+        "data_keyring": str,
+        "tls_key": str,
+        "tls_certificate": str,
+        "signing_key": str,
+        "encryption_key": str,
+    },
+    "trust": {"root": str, "directory": str, "refresh_seconds": float, "state": str, "last_good": str},
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
+    "node": {"endpoint": ""},
     "server": {"listen": "127.0.0.1:7301", "grace_seconds": 5.0},
     "database": {"url": "sqlite:///node.db"},
-    "keys": {"data_keyring": "data-keys.json"},
+    "keys": {
+        "data_keyring": "data-keys.json",
+        "tls_key": "keys/tls.key.pem",
+        "tls_certificate": "keys/tls.crt.pem",
+        "signing_key": "keys/signing.key.pem",
+        "encryption_key": "keys/encryption.key.pem",
+    },
+    "trust": {
+        "root": "trust/root.json",
+        "directory": "",
+        "refresh_seconds": 300.0,
+        "state": "trust/state.json",
+        "last_good": "trust/directory.json",
+    },
 }
 
 
 @dataclass(frozen=True)
 class NodeConfig:
+    """A node's configuration. Key and trust paths are absolute (resolved against the file's
+    directory). ``endpoint`` is the address peers dial (defaults to ``listen``);
+    ``directory_source`` is a file path or an http(s) URL, empty until the node is enrolled."""
+
     path: Path
     node_id: str
     division: str
@@ -59,6 +89,21 @@ class NodeConfig:
     grace_seconds: float
     database_url: str
     data_keyring: Path
+    endpoint: str = ""
+    tls_key: Path = Path("keys/tls.key.pem")
+    tls_certificate: Path = Path("keys/tls.crt.pem")
+    signing_key: Path = Path("keys/signing.key.pem")
+    encryption_key: Path = Path("keys/encryption.key.pem")
+    trust_root: Path = Path("trust/root.json")
+    directory_source: str = ""
+    refresh_seconds: float = 300.0
+    trust_state: Path = Path("trust/state.json")
+    last_good_directory: Path = Path("trust/directory.json")
+
+    @property
+    def enrolled(self) -> bool:
+        """True once the node has a certificate and a pinned root: then it serves mutual TLS."""
+        return self.tls_certificate.exists() and self.trust_root.exists()
 
     @property
     def base_dir(self) -> Path:
@@ -118,6 +163,12 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
     division = merged["node"]["division"]
     if len(division) != 6 or not division.isdigit():
         raise ConfigError("node.division must be a six-digit division code")
+    kp, trust = merged["keys"], merged["trust"]
+    source = trust["directory"]
+    if source and "://" not in source:
+        source = str(base / source)
+    if trust["refresh_seconds"] <= 0:
+        raise ConfigError("trust.refresh_seconds must be positive")
     return NodeConfig(
         path=path.resolve(),
         node_id=validate_node_id(merged["node"]["id"]),
@@ -125,7 +176,17 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
         listen=merged["server"]["listen"],
         grace_seconds=merged["server"]["grace_seconds"],
         database_url=_resolve_sqlite(merged["database"]["url"], base),
-        data_keyring=base / merged["keys"]["data_keyring"],
+        data_keyring=base / kp["data_keyring"],
+        endpoint=merged["node"]["endpoint"] or merged["server"]["listen"],
+        tls_key=base / kp["tls_key"],
+        tls_certificate=base / kp["tls_certificate"],
+        signing_key=base / kp["signing_key"],
+        encryption_key=base / kp["encryption_key"],
+        trust_root=base / trust["root"],
+        directory_source=source,
+        refresh_seconds=trust["refresh_seconds"],
+        trust_state=base / trust["state"],
+        last_good_directory=base / trust["last_good"],
     )
 
 

@@ -261,9 +261,7 @@ def run(
                     f"GetNodeInfo → {probe['node_id']} ({probe['division']})\n"
                 )
             if json_path is not None:
-                json_path.write_text(
-                    json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-                )
+                json_path.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
             w(
                 "\nPersonal fields are sealed at rest (AES-256-GCM, key id stored beside each row);\n"
                 "plain columns hold only division codes, period and kind.\n"

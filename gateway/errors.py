@@ -181,3 +181,99 @@ class DecryptionFailed(CryptoError):
 class RowTampered(CryptoError):
     code = "row_tampered"
     public_message = "a stored record's index columns disagree with its sealed content"
+
+
+# --- Trust: roots, provinces, directory, node identity (SPEC §2) ---------------------------------
+
+
+class TrustError(GatewayError):
+    """A trust document, signature, certificate or peer failed verification. Nothing was accepted."""
+
+    code = "trust_error"
+    public_message = "trust verification failed"
+    exit_code = 77
+
+
+class MalformedDocument(TrustError):
+    code = "malformed_document"
+    public_message = "the trust document is malformed"
+
+
+class UnknownAlgorithm(TrustError):
+    code = "unknown_algorithm"
+    public_message = "the signature or key names an algorithm this node does not accept"
+
+
+class BadSignature(TrustError):
+    code = "bad_signature"
+    public_message = "a signature does not verify"
+
+
+class ThresholdNotMet(TrustError):
+    code = "threshold_not_met"
+    public_message = "not enough valid signatures from the required keys"
+
+
+class RootVersionNotNext(TrustError):
+    code = "root_version_not_next"
+    public_message = "a new root must have exactly the next version number"
+
+
+class RollbackRefused(TrustError):
+    code = "rollback_refused"
+    public_message = "refusing a document older than the one already trusted"
+
+
+class DocumentExpired(TrustError):
+    code = "document_expired"
+    public_message = "the trust document has expired"
+
+
+class UnknownProvince(TrustError):
+    code = "unknown_province"
+    public_message = "no provincial operator in the root governs this prefix"
+
+
+class OutsidePrefix(TrustError):
+    code = "outside_prefix"
+    public_message = "an entry names a division outside its signer's prefix"
+
+
+class DigestMismatch(TrustError):
+    code = "digest_mismatch"
+    public_message = "a directory part does not match the digest the directory lists"
+
+
+class DuplicateNode(TrustError):
+    code = "duplicate_node"
+    public_message = "a node id or key id appears more than once in the directory"
+
+
+class CertificateInvalid(TrustError):
+    code = "certificate_invalid"
+    public_message = "a certificate is not valid for its purpose"
+
+
+class UnknownNode(TrustError):
+    code = "unknown_node"
+    public_message = "the node is not in the directory"
+
+
+class NodeNotActive(TrustError):
+    code = "node_not_active"
+    public_message = "the node is suspended or revoked"
+
+
+class KeyNotValid(TrustError):
+    code = "key_not_valid"
+    public_message = "the key is not valid for this node at this time"
+
+
+class PeerMismatch(TrustError):
+    code = "peer_mismatch"
+    public_message = "the authenticated peer is not the node it claims to be"
+
+
+class KeyFileError(TrustError):
+    code = "key_file_error"
+    public_message = "a key file cannot be read (wrong passphrase, wrong format or missing)"

@@ -36,9 +36,7 @@ class NodeExchangeServicer(node_pb2_grpc.NodeExchangeServicer):
     def __init__(self, node: Node) -> None:
         self._info = node_info_to_wire(node.description)
 
-    def GetNodeInfo(
-        self, request: common_pb2.NodeInfoRequest, context: grpc.ServicerContext
-    ) -> common_pb2.NodeInfo:
+    def GetNodeInfo(self, request: common_pb2.NodeInfoRequest, context: grpc.ServicerContext) -> common_pb2.NodeInfo:
         return self._info
 
     def Deliver(self, request: envelope_pb2.Envelope, context: grpc.ServicerContext) -> envelope_pb2.Receipt:
@@ -54,9 +52,7 @@ class CountyServicer(county_pb2_grpc.CountyServicer):
     def __init__(self, node: Node) -> None:
         self._info = node_info_to_wire(node.description)
 
-    def GetNodeInfo(
-        self, request: common_pb2.NodeInfoRequest, context: grpc.ServicerContext
-    ) -> common_pb2.NodeInfo:
+    def GetNodeInfo(self, request: common_pb2.NodeInfoRequest, context: grpc.ServicerContext) -> common_pb2.NodeInfo:
         return self._info
 
 

@@ -135,14 +135,10 @@ def record_to_wire(r: ChildRecord) -> records_pb2.ChildRecord:
     )
     if r.guardian is not None:
         m.guardian.CopyFrom(
-            records_pb2.Guardian(
-                name=r.guardian.name, relation=r.guardian.relation, phone=r.guardian.phone or ""
-            )
+            records_pb2.Guardian(name=r.guardian.name, relation=r.guardian.relation, phone=r.guardian.phone or "")
         )
     if r.disability is not None:
-        m.disability.CopyFrom(
-            records_pb2.Disability(category=int(r.disability.category), level=r.disability.level)
-        )
+        m.disability.CopyFrom(records_pb2.Disability(category=int(r.disability.category), level=r.disability.level))
     return m
 
 

@@ -556,9 +556,7 @@ OVERRIDE_CASES = [
 
 
 @pytest.mark.parametrize(("override", "child", "kind", "turns_16_on"), OVERRIDE_CASES)
-def test_province_override(
-    override: str, child: ChildFacts, kind: ChildKind, turns_16_on: date | None
-) -> None:
+def test_province_override(override: str, child: ChildFacts, kind: ChildKind, turns_16_on: date | None) -> None:
     rules = load_rules(
         _rules_text(
             provinces=f'[provinces.50]\nname = "重庆市"\n{override}\n'
@@ -709,19 +707,13 @@ def _group(counties: str, name: str = "中心城区", extra: str = "") -> str:
 
 BAD_RULES = [
     pytest.param("format = 1\n[national\n", "not valid TOML", id="not_toml"),
-    pytest.param(
-        _rules_text(head="format = 1\nversion = 2"), "unknown key 'version'", id="unknown_top_level_key"
-    ),
-    pytest.param(
-        _rules_text(head="format = 2"), "format: this software reads format 1, not 2", id="format_2"
-    ),
+    pytest.param(_rules_text(head="format = 1\nversion = 2"), "unknown key 'version'", id="unknown_top_level_key"),
+    pytest.param(_rules_text(head="format = 2"), "format: this software reads format 1, not 2", id="format_2"),
     pytest.param(_rules_text(head="format = true"), "format: this software reads format 1", id="format_bool"),
     pytest.param(_rules_text(head=""), "missing required key 'format'", id="no_format"),
     pytest.param(_rules_text(national=""), "missing required key 'national'", id="no_national"),
     pytest.param(_rules_text(provinces=""), "missing required key 'provinces'", id="no_provinces"),
-    pytest.param(
-        _rules_text(provinces="[provinces]\n"), "provinces: must hold at least one", id="empty_provinces"
-    ),
+    pytest.param(_rules_text(provinces="[provinces]\n"), "provinces: must hold at least one", id="empty_provinces"),
     pytest.param(
         _rules_text(national=NATIONAL + "max_age = 18\n"),
         "national: unknown key 'max_age'",
@@ -862,8 +854,7 @@ BAD_RULES = [
     ),
     pytest.param(
         _rules_text(
-            provinces='[provinces.50]\nname = "重庆市"\n'
-            + _group('"500103", "500106"', extra='since = "2025"\n')
+            provinces='[provinces.50]\nname = "重庆市"\n' + _group('"500103", "500106"', extra='since = "2025"\n')
         ),
         r"exemption_groups\[0\]: unknown key 'since'",
         id="group_unknown_key",
@@ -890,9 +881,7 @@ def test_fake_agrees_with_real_table() -> None:
 
 @pytest.mark.skipif(REAL_TABLE is None, reason=NO_REAL_TABLE)
 def test_every_province_in_the_division_table_has_rules() -> None:
-    codes = {
-        division.code[:2] for division in REAL_TABLE.provinces() if REAL_TABLE.current_counties(division.code)
-    }
+    codes = {division.code[:2] for division in REAL_TABLE.provinces() if REAL_TABLE.current_counties(division.code)}
     # Hong Kong and Macao are routing codes in the table (places without counties) but have no
     # civil-affairs bureau in the national child-welfare system, so no monitoring rules.
     assert codes - {"81", "82"} == {rules.code for rules in RULES.provinces}

@@ -15,10 +15,7 @@ from gateway.domain.codec import record_from_json
 @pytest.fixture
 def node_dir(tmp_path: Path, db_url: str) -> Path:
     d = tmp_path / "node"
-    assert (
-        main(["node", "init", str(d), "--id", "cq-test", "--division", "500157", "--database-url", db_url])
-        == 0
-    )
+    assert main(["node", "init", str(d), "--id", "cq-test", "--division", "500157", "--database-url", db_url]) == 0
     return d
 
 
@@ -50,9 +47,7 @@ def test_bad_rows_are_listed_by_line_and_reason_without_values(
     secret_id, secret_name = broken["id_number"], broken["name"]
     broken["id_number"] = secret_id[:17] + ("0" if secret_id[17] != "0" else "1")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(
-        "\n".join([good[0], good[1], "not json", '{"name": "x"}', json.dumps(broken)]) + "\n", "utf-8"
-    )
+    bad.write_text("\n".join([good[0], good[1], "not json", '{"name": "x"}', json.dumps(broken)]) + "\n", "utf-8")
     code = main(["roster", "import", "--config", str(node_dir), "--period", "2026Q3", str(bad)])
     captured = capsys.readouterr()
     assert code == 65
@@ -77,16 +72,10 @@ def test_reimport_is_refused_whole(node_dir: Path, roster: Path, capsys: pytest.
 @pytest.mark.parametrize(
     ("argv", "code"),
     [
-        pytest.param(
-            ["node", "init", "{tmp}/x", "--id", "cq-x", "--division", "500112"], 65, id="retired_division"
-        ),
-        pytest.param(
-            ["node", "init", "{tmp}/x", "--id", "Bad Id", "--division", "500157"], 78, id="bad_node_id"
-        ),
+        pytest.param(["node", "init", "{tmp}/x", "--id", "cq-x", "--division", "500112"], 65, id="retired_division"),
+        pytest.param(["node", "init", "{tmp}/x", "--id", "Bad Id", "--division", "500157"], 78, id="bad_node_id"),
         pytest.param(["node", "info", "--config", "{tmp}/absent"], 78, id="missing_config"),
-        pytest.param(
-            ["roster", "summary", "--config", "{tmp}/absent", "--period", "2026Q5"], 65, id="bad_period"
-        ),
+        pytest.param(["roster", "summary", "--config", "{tmp}/absent", "--period", "2026Q5"], 65, id="bad_period"),
         pytest.param(["id", "check", "11010519491231002X"], 0, id="valid_id"),
         pytest.param(["id", "check", "110105194912310021"], 65, id="invalid_id"),
         pytest.param(["divisions", "resolve", "500105"], 0, id="resolve_single_successor"),

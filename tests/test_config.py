@@ -65,9 +65,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
         pytest.param("[node\n", {}, "node.toml", id="not_toml"),
     ],
 )
-def test_bad_configuration_is_refused(
-    tmp_path: Path, text: str, environ: dict[str, str], fragment: str
-) -> None:
+def test_bad_configuration_is_refused(tmp_path: Path, text: str, environ: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
         config.load(_write(tmp_path, text), environ=environ)
     assert fragment in str(info.value)

@@ -168,9 +168,7 @@ RETIRED_CASES = [
 
 
 @pytest.mark.parametrize(("code", "successors"), RETIRED_CASES)
-def test_current_retired_names_successors(
-    table: DivisionTable, code: str, successors: tuple[str, ...]
-) -> None:
+def test_current_retired_names_successors(table: DivisionTable, code: str, successors: tuple[str, ...]) -> None:
     with pytest.raises(RetiredDivision) as caught:
         table.current(code)
     assert (caught.value.division, caught.value.successors) == (code, successors)
@@ -211,9 +209,7 @@ LOOKUP_CASES = [
 
 
 @pytest.mark.parametrize(("code", "expected"), LOOKUP_CASES)
-def test_lookup(
-    table: DivisionTable, code: str, expected: tuple[str, DivisionLevel, str, str | None]
-) -> None:
+def test_lookup(table: DivisionTable, code: str, expected: tuple[str, DivisionLevel, str, str | None]) -> None:
     d = table.lookup(code)
     assert (d.name, d.level, d.valid_from, d.valid_until) == expected
     assert d.province_code == code[:2]
@@ -254,9 +250,7 @@ def test_province_of_rejects(table: DivisionTable, code: str) -> None:
 
 COUNT_CASES = [
     pytest.param(lambda t: len(t.current_counties()), 2851, id="routing_codes"),
-    pytest.param(
-        lambda t: sum(d.level is DivisionLevel.COUNTY for d in t.current_counties()), 2845, id="county_level"
-    ),
+    pytest.param(lambda t: sum(d.level is DivisionLevel.COUNTY for d in t.current_counties()), 2845, id="county_level"),
     pytest.param(lambda t: len(t.current_counties("50")), 37, id="chongqing_routing"),
     pytest.param(lambda t: len(t.current_counties("500000")), 37, id="chongqing_by_province_code"),
     pytest.param(lambda t: len(t.provinces()), 34, id="provinces_in_force"),
@@ -387,21 +381,11 @@ LINKS_FILE_CASES = [
     ),
     pytest.param("old\tnew\n130521\t130503\n", (ConfigError, "line 1"), id="wrong_header"),
     pytest.param("", (ConfigError, "no header"), id="empty_file"),
-    pytest.param(
-        LINKS_HEADER + "13052\t130503\t202012\toperator\tx\n", (InvalidDivisionCode, "line 2"), id="bad_code"
-    ),
-    pytest.param(
-        LINKS_HEADER + "130521\t130503\t2020-12\toperator\tx\n", (ConfigError, "line 2"), id="bad_effective"
-    ),
-    pytest.param(
-        LINKS_HEADER + "130521\t130503\t202012\tcurated\tx\n", (ConfigError, "line 2"), id="claims_curated"
-    ),
-    pytest.param(
-        LINKS_HEADER + "130521\t130503\t202012\toperator\n", (ConfigError, "line 2"), id="missing_column"
-    ),
-    pytest.param(
-        LINKS_HEADER + "130521\t130521\t202012\toperator\tx\n", (ConfigError, "line 2"), id="self_link"
-    ),
+    pytest.param(LINKS_HEADER + "13052\t130503\t202012\toperator\tx\n", (InvalidDivisionCode, "line 2"), id="bad_code"),
+    pytest.param(LINKS_HEADER + "130521\t130503\t2020-12\toperator\tx\n", (ConfigError, "line 2"), id="bad_effective"),
+    pytest.param(LINKS_HEADER + "130521\t130503\t202012\tcurated\tx\n", (ConfigError, "line 2"), id="claims_curated"),
+    pytest.param(LINKS_HEADER + "130521\t130503\t202012\toperator\n", (ConfigError, "line 2"), id="missing_column"),
+    pytest.param(LINKS_HEADER + "130521\t130521\t202012\toperator\tx\n", (ConfigError, "line 2"), id="self_link"),
 ]
 
 
@@ -435,9 +419,7 @@ GOOD_DIVISIONS = (
 FROM_TSV_CASES = [
     pytest.param(GOOD_DIVISIONS, LINKS_HEADER + "500112\t500109\t202511\tcurated\tx\n", None, id="good"),
     pytest.param(GOOD_DIVISIONS.replace("routing", "route"), LINKS_HEADER, ConfigError, id="bad_header"),
-    pytest.param(
-        GOOD_DIVISIONS.replace("202512\t0", "202512\t1"), LINKS_HEADER, ConfigError, id="retired_routing"
-    ),
+    pytest.param(GOOD_DIVISIONS.replace("202512\t0", "202512\t1"), LINKS_HEADER, ConfigError, id="retired_routing"),
     pytest.param(
         GOOD_DIVISIONS.replace("county\t50\t199712\t\t1", "prefecture\t50\t199712\t\t1"),
         LINKS_HEADER,
@@ -480,9 +462,7 @@ INFERENCE_CASES = [
     pytest.param({"130124": "栾城县"}, {"130111": "栾城区"}, {("130124", "130111")}, id="county_to_district"),
     pytest.param({"220724": "扶余县"}, {"220781": "扶余市"}, {("220724", "220781")}, id="county_to_city"),
     pytest.param({"350427": "沙县"}, {"350405": "沙县区"}, {("350427", "350405")}, id="full_name_as_stem"),
-    pytest.param(
-        {"152100": "呼伦贝尔盟"}, {"150700": "呼伦贝尔市"}, {("152100", "150700")}, id="league_to_city"
-    ),
+    pytest.param({"152100": "呼伦贝尔盟"}, {"150700": "呼伦贝尔市"}, {("152100", "150700")}, id="league_to_city"),
     pytest.param({"450127": "横县"}, {"450181": "横州市"}, set(), id="one_character_stem_ignored"),
     pytest.param({"130521": "邢台县"}, {"130505": "邢台区", "130506": "邢台市"}, set(), id="two_candidates"),
     pytest.param({"132101": "邯郸市", "132134": "邯郸县"}, {"130499": "邯郸区"}, set(), id="two_claimants"),
@@ -499,9 +479,7 @@ INFERENCE_CASES = [
 
 
 @pytest.mark.parametrize(("before", "after", "expected"), INFERENCE_CASES)
-def test_inference_rule(
-    before: dict[str, str], after: dict[str, str], expected: set[tuple[str, str]]
-) -> None:
+def test_inference_rule(before: dict[str, str], after: dict[str, str], expected: set[tuple[str, str]]) -> None:
     editions = {"201001": before, "201101": after}
     links = divisions_build.infer_links(editions, divisions_build.build_intervals(editions))
     assert {(k.old, k.new) for k in links} == expected
@@ -576,9 +554,7 @@ def test_shipped_tsvs_equal_a_fresh_build(built: tuple[str, str]) -> None:
     assert (_shipped("divisions.tsv"), _shipped("division_links.tsv")) == built
 
 
-def test_build_writes_then_checks(
-    tmp_path: Path, built: tuple[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_build_writes_then_checks(tmp_path: Path, built: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(divisions_build, "build", lambda source, **_: built)  # one real build per run
     out = ["--source", str(SOURCE), "--out", str(tmp_path)]
     assert divisions_build.main([*out, "--check"]) == 1  # nothing written yet

@@ -29,12 +29,8 @@ def _fullwidth(s: str) -> str:
 @pytest.mark.parametrize(
     ("raw", "number", "born", "sex"),
     [
-        pytest.param(
-            STANDARD_EXAMPLE, STANDARD_EXAMPLE, date(1949, 12, 31), Sex.FEMALE, id="x_check_character"
-        ),
-        pytest.param(
-            STANDARD_EXAMPLE.lower(), STANDARD_EXAMPLE, date(1949, 12, 31), Sex.FEMALE, id="lower_case_x"
-        ),
+        pytest.param(STANDARD_EXAMPLE, STANDARD_EXAMPLE, date(1949, 12, 31), Sex.FEMALE, id="x_check_character"),
+        pytest.param(STANDARD_EXAMPLE.lower(), STANDARD_EXAMPLE, date(1949, 12, 31), Sex.FEMALE, id="lower_case_x"),
         pytest.param(
             _fullwidth(STANDARD_EXAMPLE),
             STANDARD_EXAMPLE,

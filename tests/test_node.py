@@ -38,9 +38,7 @@ def server(node_dir: Path) -> Iterator[NodeServer]:
 def test_health_and_node_info_over_grpc(server: NodeServer) -> None:
     with grpc.insecure_channel(server.address) as ch:
         for service in ("", "tongban.v1.NodeExchange", "tongban.v1.County"):
-            reply = health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=5
-            )
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         info = node_pb2_grpc.NodeExchangeStub(ch).GetNodeInfo(common_pb2.NodeInfoRequest(), timeout=5)
         assert (info.node_id, info.division_code, info.province_code) == ("cq-liangjiang", "500157", "50")

@@ -145,9 +145,7 @@ def test_direct_construction_is_checked(start: date, end: date, label: str) -> N
 
 
 def test_direct_construction_when_consistent() -> None:
-    assert MonitoringPeriod(date(2026, 10, 1), date(2026, 12, 31), "2026Q4") == MonitoringPeriod.parse(
-        "2026Q4"
-    )
+    assert MonitoringPeriod(date(2026, 10, 1), date(2026, 12, 31), "2026Q4") == MonitoringPeriod.parse("2026Q4")
 
 
 # --- calendar months ------------------------------------------------------------------------------

@@ -138,9 +138,7 @@ def test_tampered_row_fails_closed(repo: SqlChildRepository) -> None:
             select(child_records.c.pii_sealed).where(child_records.c.record_id == b.record_id)
         ).scalar_one()
         # Paste b's (valid) ciphertext into a's row: the AAD binds it to b, so it must not open.
-        conn.execute(
-            update(child_records).where(child_records.c.record_id == a.record_id).values(pii_sealed=sealed_b)
-        )
+        conn.execute(update(child_records).where(child_records.c.record_id == a.record_id).values(pii_sealed=sealed_b))
     with pytest.raises(DecryptionFailed):
         repo.get(a.record_id, period=PERIOD)
 
@@ -157,16 +155,12 @@ def test_edited_plain_column_is_detected(repo: SqlChildRepository, column: str, 
     r = child(1)
     repo.add_many([r], period=PERIOD)
     with repo._engine.begin() as conn:
-        conn.execute(
-            update(child_records).where(child_records.c.record_id == r.record_id).values({column: value})
-        )
+        conn.execute(update(child_records).where(child_records.c.record_id == r.record_id).values({column: value}))
     with pytest.raises(RowTampered):
         repo.get(r.record_id, period=PERIOD)
 
 
-def test_rotation_keeps_old_rows_readable_and_rewrap_moves_them(
-    repo: SqlChildRepository, keyring: DataKeyring
-) -> None:
+def test_rotation_keeps_old_rows_readable_and_rewrap_moves_them(repo: SqlChildRepository, keyring: DataKeyring) -> None:
     old = [child(n) for n in range(10)]
     repo.add_many(old, period=PERIOD)
     old_key = keyring.active_key_id

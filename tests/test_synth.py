@@ -114,9 +114,7 @@ def _csv_bytes(records: Iterator[ChildRecord] | list[ChildRecord]) -> bytes:
 # --- ID numbers --------------------------------------------------------------------------------------
 
 
-def test_every_id_number_is_valid_with_a_real_prefix(
-    records: list[ChildRecord], table: DivisionTable
-) -> None:
+def test_every_id_number_is_valid_with_a_real_prefix(records: list[ChildRecord], table: DivisionTable) -> None:
     def invalid(record: ChildRecord) -> bool:
         if record.id_number is None:
             return False
@@ -163,12 +161,8 @@ def test_id_prefix_is_where_the_number_was_issued(records: list[ChildRecord]) ->
     assert beibei["500112"] > 0
     assert beibei["500109"] > beibei["500112"]  # only the part taken from old 渝北
 
-    zhijin_old = [
-        r for r in records if r.registration_division == "520524" and r.birth_date < date(2011, 12, 1)
-    ]
-    assert (
-        _positions(zhijin_old, lambda r: r.id_number is not None and r.id_number.startswith("520524")) == []
-    )
+    zhijin_old = [r for r in records if r.registration_division == "520524" and r.birth_date < date(2011, 12, 1)]
+    assert _positions(zhijin_old, lambda r: r.id_number is not None and r.id_number.startswith("520524")) == []
 
     elsewhere = sum(1 for r in records if r.id_number and r.id_number[:6] != r.registration_division)
     assert elsewhere > len(records) * 0.05
@@ -180,9 +174,7 @@ def test_missing_id_numbers_at_about_the_configured_rate(records: list[ChildReco
 
 
 @pytest.mark.parametrize(("rate", "expect_missing"), [(0.0, "none"), (1.0, "all")])
-def test_missing_id_rate_extremes(
-    table: DivisionTable, rules: RuleBook, rate: float, expect_missing: str
-) -> None:
+def test_missing_id_rate_extremes(table: DivisionTable, rules: RuleBook, rate: float, expect_missing: str) -> None:
     out = list(generate(_spec(100, missing_id_rate=rate), table, rules))
     missing = sum(r.id_number is None for r in out)
     assert missing == (0 if expect_missing == "none" else len(out))
@@ -266,9 +258,7 @@ def test_minority_names_use_the_middle_dot_where_registered(records: list[ChildR
 
 
 def test_about_one_child_in_six_has_a_one_character_given_name(households: list[Household]) -> None:
-    given = [
-        len(c.name) - len(h.family_name) for h in households if h.style is NameStyle.HAN for c in h.children
-    ]
+    given = [len(c.name) - len(h.family_name) for h in households if h.style is NameStyle.HAN for c in h.children]
     share = sum(1 for n in given if n == 1) / len(given)
     assert 0.11 < share < 0.23
     assert set(given) <= {1, 2}
@@ -307,9 +297,7 @@ def test_surnames_follow_their_shares_and_rare_ones_occur() -> None:
 # --- classification ---------------------------------------------------------------------------------
 
 
-def test_every_kind_is_what_classify_says(
-    records: list[ChildRecord], table: DivisionTable, rules: RuleBook
-) -> None:
+def test_every_kind_is_what_classify_says(records: list[ChildRecord], table: DivisionTable, rules: RuleBook) -> None:
     assert _positions(records, lambda r: classify(facts_of(r), PERIOD, rules, table).kind is not r.kind) == []
 
 
@@ -358,10 +346,7 @@ def test_guardians_and_phones_look_right(records: list[ChildRecord]) -> None:
     relations = collections.Counter(r.guardian.relation for r in with_guardian if r.guardian)
     assert {"父亲", "母亲", "祖父母", "外祖父母", "其他亲属"} <= set(relations)
     left_behind = [r for r in records if r.kind is ChildKind.LEFT_BEHIND]
-    assert (
-        _positions(left_behind, lambda r: r.guardian is not None and r.guardian.relation in ("父亲", "母亲"))
-        == []
-    )
+    assert _positions(left_behind, lambda r: r.guardian is not None and r.guardian.relation in ("父亲", "母亲")) == []
 
 
 # --- ownership -------------------------------------------------------------------------------------
@@ -528,9 +513,7 @@ def test_jsonl_round_trips(records: list[ChildRecord]) -> None:
 _ID_LIKE = re.compile(r"\d{17}[\dX]")
 
 
-def test_cli_writes_csv_and_a_summary_without_personal_data(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_writes_csv_and_a_summary_without_personal_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ledger.csv"
     rc = main(["synth", "--households", "50", "--period", "2026Q4", "--seed", "9", "--out", str(out)])
     assert rc == 0

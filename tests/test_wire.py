@@ -37,12 +37,8 @@ def test_child_record_round_trip(n: int) -> None:
         pytest.param(lambda m: setattr(m, "sex", 0), InvalidRecord, id="unspecified_sex"),
         pytest.param(lambda m: setattr(m.birth_date, "month", 13), InvalidRecord, id="impossible_date"),
         pytest.param(lambda m: m.key_care.append("not_a_flag"), InvalidRecord, id="unknown_key_care_code"),
-        pytest.param(
-            lambda m: setattr(m.father, "situation", "abroad"), InvalidRecord, id="unknown_parent_code"
-        ),
-        pytest.param(
-            lambda m: setattr(m, "registration_division", "50015"), InvalidRecord, id="short_division"
-        ),
+        pytest.param(lambda m: setattr(m.father, "situation", "abroad"), InvalidRecord, id="unknown_parent_code"),
+        pytest.param(lambda m: setattr(m, "registration_division", "50015"), InvalidRecord, id="short_division"),
         pytest.param(
             lambda m: m.disability.CopyFrom(records_pb2.Disability(category=9, level=1)),
             InvalidRecord,

@@ -25,6 +25,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
 from gateway.errors import GatewayError
 
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     for module in (node, roster, synth, demo, divisions, ids):
         module.register(groups)
+    # Tools that sit beside the gateway (the operators' `keys` tool, the county-file adapters)
+    # plug in through entry points, so that `gateway` never imports them (STYLE habit 10).
+    for entry in sorted(entry_points(group="tongban.commands"), key=lambda e: e.name):
+        entry.load()(groups)
     return parser
 
 

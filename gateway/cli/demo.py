@@ -34,7 +34,5 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--workdir", metavar="DIR", help="keep node data here (default: a temporary directory)")
     p.add_argument("--seed", type=int, default=2026, help="synthetic data seed (default: %(default)s)")
     p.add_argument("--households", type=int, default=400, help="synthetic households (default: %(default)s)")
-    p.add_argument(
-        "--period", help="monitoring period label, e.g. 2026Q3 (default: the latest completed quarter)"
-    )
+    p.add_argument("--period", help="monitoring period label, e.g. 2026Q3 (default: the latest completed quarter)")
     p.set_defaults(handler=_run)

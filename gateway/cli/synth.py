@@ -78,9 +78,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="CODE",
         help="write only this county's ledger (migrants living there, left-behind children registered there)",
     )
-    p.add_argument(
-        "--format", choices=sorted(_WRITERS), default="csv", help="output format (default: %(default)s)"
-    )
+    p.add_argument("--format", choices=sorted(_WRITERS), default="csv", help="output format (default: %(default)s)")
     p.add_argument("--out", type=Path, metavar="PATH", help="output file (default: standard output)")
     p.add_argument(
         "--missing-id-rate",
@@ -89,9 +87,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="RATE",
         help="share of children without an ID number, 0-1 (default: %(default)s)",
     )
-    p.add_argument(
-        "--node-id", default="synth", help="node id written into provenance (default: %(default)s)"
-    )
+    p.add_argument("--node-id", default="synth", help="node id written into provenance (default: %(default)s)")
     p.set_defaults(handler=run)
 
 

@@ -160,9 +160,7 @@ class Classification:
     turns_16_on: date | None = None
 
 
-def classify(
-    facts: ChildFacts, period: MonitoringPeriod, rules: RuleBook, table: DivisionResolver
-) -> Classification:
+def classify(facts: ChildFacts, period: MonitoringPeriod, rules: RuleBook, table: DivisionResolver) -> Classification:
     """Classify one child for one monitoring period.
 
     See the module docstring for the definitions, the date conventions and the order of checks.
@@ -185,10 +183,7 @@ def classify(
     turns_16_on = limit_birthday if limit_birthday in period else None
     # A child born during the period is under any limit on its first day; age_on would refuse a
     # day before the birth.
-    if (
-        facts.birth_date <= period.start
-        and age_on(facts.birth_date, period.start) >= province_rules.age_limit
-    ):
+    if facts.birth_date <= period.start and age_on(facts.birth_date, period.start) >= province_rules.age_limit:
         return Classification(ChildKind.NEITHER, (Reason.AGED_16_OR_OVER,), turns_16_on)
     reasons = [Reason.UNDER_16]
 

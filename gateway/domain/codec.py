@@ -94,12 +94,8 @@ def record_from_json(data: Mapping[str, Any]) -> ChildRecord:
             residence_division=str(data["residence_division"]),
             living_since=_optional_day(data["living_since"]),
             guardianship=GuardianshipSituation(data["guardianship"]),
-            father=ParentStatus(
-                ParentSituation(data["father"]["situation"]), _optional_day(data["father"]["since"])
-            ),
-            mother=ParentStatus(
-                ParentSituation(data["mother"]["situation"]), _optional_day(data["mother"]["since"])
-            ),
+            father=ParentStatus(ParentSituation(data["father"]["situation"]), _optional_day(data["father"]["since"])),
+            mother=ParentStatus(ParentSituation(data["mother"]["situation"]), _optional_day(data["mother"]["since"])),
             kind=ChildKind(data["kind"]),
             provenance=Provenance(
                 source=str(provenance["source"]),
@@ -122,6 +118,4 @@ def record_from_json(data: Mapping[str, Any]) -> ChildRecord:
     except KeyError as exc:
         raise InvalidRecord(f"JSON record lacks the key {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
-        raise InvalidRecord(
-            f"JSON record has a value of the wrong type or form ({type(exc).__name__})"
-        ) from None
+        raise InvalidRecord(f"JSON record has a value of the wrong type or form ({type(exc).__name__})") from None

@@ -200,9 +200,7 @@ def links_to_tsv(links: Iterable[SuccessorLink]) -> str:
     """Serialise links, sorted by (old, effective, new)."""
     lines = ["\t".join(LINKS_COLUMNS)]
     for link in sorted(links, key=lambda k: (k.old, k.effective, k.new, k.basis.value)):
-        lines.append(
-            "\t".join((link.old, link.new, link.effective, link.basis.value, _clean_field(link.note)))
-        )
+        lines.append("\t".join((link.old, link.new, link.effective, link.basis.value, _clean_field(link.note))))
     return "\n".join(lines) + "\n"
 
 
@@ -281,9 +279,7 @@ def parse_divisions_tsv(text: str, what: str = "divisions") -> tuple[list[Divisi
     """Parse a divisions TSV into intervals and the set of routing codes."""
     divisions: list[Division] = []
     routing: set[str] = set()
-    for lineno, (code, name, level, province, valid_from, valid_until, route) in _rows(
-        text, DIVISIONS_COLUMNS, what
-    ):
+    for lineno, (code, name, level, province, valid_from, valid_until, route) in _rows(text, DIVISIONS_COLUMNS, what):
         if not is_code_syntax(code):
             raise ConfigError(f"{what} line {lineno}: code is not six digits")
         try:
@@ -545,9 +541,7 @@ class DivisionTable:
                 prefix = province[:2]
             if prefix is None or prefix not in {p.province_code for p in self.provinces()}:
                 raise InvalidDivisionCode("a province is the two digits or the XX0000 code of one in force")
-        return [
-            self._intervals[c][-1] for c in sorted(self._routing) if prefix is None or c.startswith(prefix)
-        ]
+        return [self._intervals[c][-1] for c in sorted(self._routing) if prefix is None or c.startswith(prefix)]
 
     def provinces(self) -> list[Division]:
         """Province-level divisions in force now, sorted by code."""

@@ -242,9 +242,7 @@ def build_intervals(editions: dict[str, Edition]) -> list[_Interval]:
         """Was ``name`` newly listed under another code of the province while ``code`` was absent?"""
         key = (code[:2], name)
         before = holders[order[order.index(gone) - 1]].get(key, set())
-        return any(
-            holders[r].get(key, set()) - before - {code} for r in order[order.index(gone) : order.index(back)]
-        )
+        return any(holders[r].get(key, set()) - before - {code} for r in order[order.index(gone) : order.index(back)])
 
     def close(code: str, revision: str) -> None:
         interval = open_.pop(code)
@@ -355,9 +353,7 @@ def build(source_dir: Path, *, curated_path: Path | None = None) -> tuple[str, s
     editions = fix_one_edition_names(editions)
 
     intervals = build_intervals(editions)
-    divisions = [
-        Division(i.code, i.name, level_of(i.code), i.code[:2], i.valid_from, i.valid_until) for i in intervals
-    ]
+    divisions = [Division(i.code, i.name, level_of(i.code), i.code[:2], i.valid_from, i.valid_until) for i in intervals]
     known = {d.code for d in divisions}
     for d in divisions:
         if d.province_code + "0000" not in known:

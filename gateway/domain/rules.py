@@ -341,9 +341,7 @@ class _Loader:
         return NationalRules(
             cadence=self.cadence(table["cadence"], "national.cadence"),
             age_limit=self.integer(table["age_limit"], "national.age_limit", _AGE_LIMIT_RANGE),
-            min_months_away=self.integer(
-                table["min_months_away"], "national.min_months_away", _MONTHS_AWAY_RANGE
-            ),
+            min_months_away=self.integer(table["min_months_away"], "national.min_months_away", _MONTHS_AWAY_RANGE),
             lacks_guardianship_capacity=self.incapable(
                 table["lacks_guardianship_capacity"], "national.lacks_guardianship_capacity"
             ),
@@ -369,9 +367,7 @@ class _Loader:
         return ProvinceRules(
             code=code,
             name=self.string(table["name"], f"{path}.name"),
-            cadence=(
-                self.cadence(table["cadence"], f"{path}.cadence") if "cadence" in table else national.cadence
-            ),
+            cadence=(self.cadence(table["cadence"], f"{path}.cadence") if "cadence" in table else national.cadence),
             age_limit=(
                 self.integer(table["age_limit"], f"{path}.age_limit", _AGE_LIMIT_RANGE)
                 if "age_limit" in table

@@ -122,9 +122,7 @@ class SqlChildRepository:
         return total
 
     def get(self, record_id: str, *, period: str) -> ChildRecord:
-        query = select(child_records).where(
-            child_records.c.period == period, child_records.c.record_id == record_id
-        )
+        query = select(child_records).where(child_records.c.period == period, child_records.c.record_id == record_id)
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
@@ -183,9 +181,7 @@ class SqlChildRepository:
             with self._engine.begin() as conn:
                 c = child_records.c
                 rows = conn.execute(
-                    select(c.period, c.record_id, c.key_id, c.pii_sealed)
-                    .where(c.key_id != active)
-                    .limit(self._batch)
+                    select(c.period, c.record_id, c.key_id, c.pii_sealed).where(c.key_id != active).limit(self._batch)
                 ).all()
                 if not rows:
                     return changed

@@ -171,12 +171,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("moved_with_grandparents", 1.5, True, _AWAY, _AWAY, _G.ENTRUSTED, _BY_GRANDPARENT),
     # Left at home with grandparents (留守).
     Scenario("home_both_parents_away", 17, False, _AWAY, _AWAY, _G.ENTRUSTED, _BY_GRANDPARENT, 1.5),
-    Scenario(
-        "home_father_away_mother_incapable", 3, False, _AWAY, _INCAPABLE_W, _G.ENTRUSTED, _BY_GRANDPARENT, 2.5
-    ),
-    Scenario(
-        "home_mother_away_father_incapable", 2, False, _INCAPABLE_W, _AWAY, _G.ENTRUSTED, _BY_GRANDPARENT, 2.5
-    ),
+    Scenario("home_father_away_mother_incapable", 3, False, _AWAY, _INCAPABLE_W, _G.ENTRUSTED, _BY_GRANDPARENT, 2.5),
+    Scenario("home_mother_away_father_incapable", 2, False, _INCAPABLE_W, _AWAY, _G.ENTRUSTED, _BY_GRANDPARENT, 2.5),
     Scenario("home_father_away_mother_unknown", 0.5, False, _AWAY, _UNKNOWN, _G.ENTRUSTED, _BY_GRANDPARENT),
     # At home with a parent.
     Scenario("home_both_parents", 20, False, _HOME, _HOME, _G.PARENTS, _BY_PARENT),
@@ -185,9 +181,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("home_single_mother", 1.2, False, _ABSENT_W, _HOME, _G.ONE_PARENT, _BY_PARENT, 2.0),
     Scenario("home_single_father", 0.8, False, _HOME, _ABSENT_W, _G.ONE_PARENT, _BY_PARENT, 2.0),
     # Without parental care.
-    Scenario(
-        "orphaned_with_relatives", 0.3, False, _DEAD, _ABSENT_W, _G.ENTRUSTED, GuardianRule.RELATIVE, 4.0
-    ),
+    Scenario("orphaned_with_relatives", 0.3, False, _DEAD, _ABSENT_W, _G.ENTRUSTED, GuardianRule.RELATIVE, 4.0),
     Scenario("in_institution", 0.1, False, _DEAD, _ABSENT_W, _G.INSTITUTION, GuardianRule.NONE, 2.0),
     Scenario("no_guardian", 0.1, False, _INCAPABLE_W, _INCAPABLE_W, _G.NONE, GuardianRule.NONE, 4.0, True),
 )
@@ -473,9 +467,7 @@ class _Builder:
             old = plan.predecessors.pick(rng)
             prefixes = [old.code if born < old.until else p for born, p in zip(births, prefixes, strict=True)]
         if rng.random() < HUKOU_MOVED_RATE:
-            moved_on = births[0] + timedelta(
-                days=rng.randrange(max(1, (self.spec.period.start - births[0]).days))
-            )
+            moved_on = births[0] + timedelta(days=rng.randrange(max(1, (self.spec.period.start - births[0]).days)))
             edition = f"{births[0].year:04d}{births[0].month:02d}"
             candidates = [
                 code
@@ -484,9 +476,7 @@ class _Builder:
             ]
             if candidates:
                 origin = rng.choice(candidates)
-                prefixes = [
-                    origin if born < moved_on else p for born, p in zip(births, prefixes, strict=True)
-                ]
+                prefixes = [origin if born < moved_on else p for born, p in zip(births, prefixes, strict=True)]
         return [p if self.table.existed(p) else registration for p in prefixes]
 
     # households ---------------------------------------------------------------------------------
@@ -537,8 +527,7 @@ class _Builder:
     def _children(self, rng: Random) -> list[_Child]:
         births = _BIRTHS_W.pick(rng)
         gaps = [
-            MIN_SIBLING_GAP_DAYS
-            + min(int(rng.gammavariate(2.0, MEAN_EXTRA_GAP_DAYS / 2)), MAX_SIBLING_GAP_DAYS)
+            MIN_SIBLING_GAP_DAYS + min(int(rng.gammavariate(2.0, MEAN_EXTRA_GAP_DAYS / 2)), MAX_SIBLING_GAP_DAYS)
             for _ in range(births - 1)
         ]
         latest = self.spec.period.end - timedelta(days=sum(gaps))
@@ -582,9 +571,7 @@ class _Builder:
         # Death, disappearance, prison …: after the youngest child's birth, before the period.
         youngest = births[-1]
         days = (start - youngest).days
-        return ParentStatus(
-            situation, youngest + timedelta(days=rng.randrange(days)) if days > 0 else youngest
-        )
+        return ParentStatus(situation, youngest + timedelta(days=rng.randrange(days)) if days > 0 else youngest)
 
     def _guardian(
         self, rng: Random, scenario: Scenario, family: Family, father: ParentStatus, mother: ParentStatus
@@ -593,9 +580,7 @@ class _Builder:
             return None
         if scenario.guardian is GuardianRule.PARENT:
             present = (ParentSituation.WITH_CHILD, ParentSituation.AT_HOME)
-            mother_here = mother.situation in present and (
-                father.situation not in present or rng.random() < 0.6
-            )
+            mother_here = mother.situation in present and (father.situation not in present or rng.random() < 0.6)
             if mother_here or father.situation in present:
                 relation = "母亲" if mother_here else "父亲"
                 person = family.mother if mother_here else family.father

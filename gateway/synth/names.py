@@ -165,12 +165,8 @@ class NameMaker:
         self._boy_single = Weighted.zipf(pools.BOY_SINGLE, SINGLE_EXPONENT)
         self._girl_single = Weighted.zipf(pools.GIRL_SINGLE, SINGLE_EXPONENT)
         self._popular = {
-            (Sex.MALE, era): Weighted.zipf(names, POPULAR_EXPONENT)
-            for era, names in pools.POPULAR_BOYS.items()
-        } | {
-            (Sex.FEMALE, era): Weighted.zipf(names, POPULAR_EXPONENT)
-            for era, names in pools.POPULAR_GIRLS.items()
-        }
+            (Sex.MALE, era): Weighted.zipf(names, POPULAR_EXPONENT) for era, names in pools.POPULAR_BOYS.items()
+        } | {(Sex.FEMALE, era): Weighted.zipf(names, POPULAR_EXPONENT) for era, names in pools.POPULAR_GIRLS.items()}
         self._parent = {
             Sex.MALE: Weighted.zipf(pools.PARENT_MEN, 0.9),
             Sex.FEMALE: Weighted.zipf(pools.PARENT_WOMEN, 0.9),

@@ -89,9 +89,7 @@ UYGHUR_MALE = _w(
     "米吉提 亚库甫 伊斯马伊力"
 )
 UYGHUR_MALE_PREFIX = _w("阿卜杜 阿不都 阿布都")
-UYGHUR_MALE_ROOT = _w(
-    "拉 热合曼 热依木 克里木 萨拉木 瓦依提 外力 热西提 哈力克 卡德尔 米吉提 沙拉木 艾尼 许库尔"
-)
+UYGHUR_MALE_ROOT = _w("拉 热合曼 热依木 克里木 萨拉木 瓦依提 外力 热西提 哈力克 卡德尔 米吉提 沙拉木 艾尼 许库尔")
 UYGHUR_FEMALE = _w(
     "古丽 热依拉 玛依拉 祖丽皮亚 布艾杰尔 阿米娜 帕丽达 麦尔哈巴 努尔尼沙 再娜甫 "
     "帕提曼 阿依努尔 迪丽拜尔 萨拉 海丽且姆 米娜瓦尔 茹克亚 阿孜古丽"
@@ -109,8 +107,7 @@ TIBETAN_FIRST = _w(
 # More first elements for girls (a few unisex ones again, which weights them up for girls).
 TIBETAN_FEMALE_FIRST = _w("卓玛 央金 德吉 白玛 格桑 次仁 拉姆 曲珍")
 TIBETAN_MALE_SECOND = _w(
-    "多吉 次仁 顿珠 平措 旺堆 扎西 罗布 加措 朗杰 坚参 旺久 欧珠 桑珠 多布杰 "
-    "尼玛 达瓦 群培 贡布 次旦 仁增 伦珠 索朗"
+    "多吉 次仁 顿珠 平措 旺堆 扎西 罗布 加措 朗杰 坚参 旺久 欧珠 桑珠 多布杰 尼玛 达瓦 群培 贡布 次旦 仁增 伦珠 索朗"
 )
 TIBETAN_FEMALE_SECOND = _w(
     "卓玛 央金 拉姆 曲珍 德吉 卓嘎 玉珍 措姆 次珍 白珍 央宗 旺姆 普赤 德央 仓决 琼达 卓央 巴珍 片多 益西"

@@ -45,9 +45,7 @@ def upgrade() -> None:
         "child_records",
         ["period", "registration_division"],
     )
-    op.create_index(
-        "ix_child_records_period_residence_division", "child_records", ["period", "residence_division"]
-    )
+    op.create_index("ix_child_records_period_residence_division", "child_records", ["period", "residence_division"])
 
 
 def downgrade() -> None:
