@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck proto proto-check divisions divisions-check ci clean
+.PHONY: demo test lint typecheck proto proto-check divisions divisions-check ci clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ divisions: $(VENV)/.installed-run
 
 divisions-check: $(VENV)/.installed-run
 	$(BIN)/tongban divisions build --source ../shared/data --check
+
+# Benchmarks write bench/results/<name>.json (see bench/README.md); BENCH_ARGS=--quick for a short run.
+bench: $(VENV)/.installed-run
+	$(BIN)/python -m bench.store $(BENCH_ARGS)
+	$(BIN)/python -m bench.directory $(BENCH_ARGS)
 
 ci:
 	.ci/run

@@ -1,0 +1,191 @@
+"""The storage benchmark runs end to end and writes the JSON it promises (bench/README.md).
+
+Speeds are measured by ``python -m bench.store``, never asserted here: this test only checks that
+a tiny run works, that every figure is a positive number and that the PostgreSQL part either ran
+or says why not. Nothing from the run's output is printed unless it fails (and it holds no
+records, only counts and rates).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_PG = "TONGBAN_TEST_POSTGRES_URL"
+LOCAL_PG = "postgresql://127.0.0.1:5432/test"
+ROWS = 300
+
+TOP_KEYS = {
+    "benchmark",
+    "timestamp",
+    "machine",
+    "params",
+    "expected",
+    "synth",
+    "primitives",
+    "sqlite",
+    "postgresql",
+    "memory",
+}
+PRIMITIVES = {
+    "aes_gcm_seal",
+    "hmac_sha256",
+    "keyring_seal",
+    "keyring_blind_index",
+    "json_dumps_record",
+    "row_prepare",
+}
+DB_TIMINGS = {
+    "raw_insert",
+    "add_many",
+    "raw_keyset_read",
+    "iter_period",
+    "raw_point_select",
+    "find_by_id_number",
+}
+DB_RATIOS = {
+    "add_many_to_raw_insert",
+    "iter_period_to_raw_keyset_read",
+    "find_by_id_number_to_raw_point_select",
+}
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _check_timing(timing: dict[str, Any], what: str, repeats: int) -> None:
+    assert {"per_s", "unit", "items", "median_s", "samples_s"} <= timing.keys(), what
+    assert _positive(timing["per_s"]), what
+    assert _positive(timing["items"]), what
+    assert len(timing["samples_s"]) == repeats, what
+    assert all(_positive(s) for s in timing["samples_s"]), what
+
+
+def _check_database(section: dict[str, Any], what: str, repeats: int) -> None:
+    assert section["rows"] == ROWS
+    for name in DB_TIMINGS:
+        _check_timing(section[name], f"{what}.{name}", repeats)
+    assert section["add_many"]["items"] == ROWS
+    assert section["iter_period"]["items"] == ROWS
+    assert section["find_by_id_number"]["items"] == section["lookups"]
+    assert section["ratios"].keys() == DB_RATIOS
+    assert all(_positive(r) for r in section["ratios"].values()), section["ratios"]
+    assert _positive(section["memory"]["add_many_peak_python_bytes"])
+
+
+def _leftover_databases(pid: int) -> list[str]:
+    admin = os.environ.get(ENV_PG) or LOCAL_PG
+    with psycopg.connect(admin, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"tongban_bench_{pid}_%",)
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+@pytest.mark.slow
+def test_quick_store_benchmark_writes_complete_results(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.store", "--quick", "--rows", str(ROWS), "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "figure" in proc.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["store.json"]  # no .tmp left behind
+
+    result = json.loads((tmp_path / "store.json").read_text(encoding="utf-8"))
+    assert result.keys() >= TOP_KEYS
+    assert result["benchmark"] == "store"
+    assert result["params"]["rows"] == ROWS
+    assert result["params"]["quick"] is True
+    repeats = result["params"]["repeats"]
+    assert repeats == 3
+
+    machine = result["machine"]
+    assert machine["cpu_model"]
+    assert _positive(machine["cpu_count"])
+    assert machine["python"]
+    assert machine["sqlite"]
+    assert {"cryptography", "SQLAlchemy", "grpcio"} <= machine["packages"].keys()
+
+    _check_timing(result["synth"]["generate"], "synth.generate", repeats)
+    assert result["synth"]["records_per_household"] >= 1
+    assert result["synth"]["generate"]["items"] >= ROWS
+
+    primitives = result["primitives"]
+    for name in PRIMITIVES:
+        _check_timing(primitives[name], f"primitives.{name}", repeats)
+    assert _positive(primitives["row_prepare_predicted_per_s"])
+
+    _check_database(result["sqlite"], "sqlite", repeats)
+    if result["postgresql"] is None:
+        # Only allowed without a server; a configured server must be benchmarked.
+        assert not os.environ.get(ENV_PG), result.get("postgresql_reason")
+        assert isinstance(result["postgresql_reason"], str)
+        assert result["postgresql_reason"]
+    else:
+        _check_database(result["postgresql"], "postgresql", repeats)
+        assert machine["postgresql_server"]
+        assert _leftover_databases(result["params"]["pid"]) == []
+
+    assert _positive(result["memory"]["records_list_python_bytes"])
+    assert _positive(result["memory"]["max_rss_bytes"])
+
+
+@pytest.mark.slow
+def test_no_postgres_records_the_reason(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.store",
+            "--rows",
+            "50",
+            "--repeats",
+            "1",
+            "--no-postgres",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads((tmp_path / "store.json").read_text(encoding="utf-8"))
+    assert result["postgresql"] is None
+    assert result["postgresql_reason"] == "--no-postgres"
+    assert result["sqlite"]["add_many"]["items"] == 50
+
+
+@pytest.mark.slow
+def test_directory_benchmark_runs(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.directory", "--quick", "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads((tmp_path / "directory.json").read_text(encoding="utf-8"))
+    assert result["nodes"] == 300
+    assert _positive(result["accept"]["seconds"])
+    assert _positive(result["accept_peak_python_bytes"])
+    assert _positive(result["reference"]["ed25519_verify"]["per_s"])
