@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from gateway.node import Node, init_node, open_node
 from gateway.roster import intake
 from gateway.store.schema import child_records
 from gateway.synth.generator import SynthSpec, generate, roster_for
+from gateway.trust.keyfile import ENV_PASSPHRASE, ENV_PASSPHRASE_FILE
 from gateway.wire import node_info_from_wire
 
 
@@ -161,6 +163,10 @@ def run(
     serve: bool = False,
     json_path: Path | None = None,
 ) -> dict[str, Any]:
+    if not os.environ.get(ENV_PASSPHRASE) and not os.environ.get(ENV_PASSPHRASE_FILE):
+        # Key files are always encrypted at rest; the demo's nodes get a throwaway passphrase
+        # (inherited by the node processes it starts) instead of asking for one.
+        os.environ[ENV_PASSPHRASE] = secrets.token_urlsafe(24)
     table = DivisionTable.load_default()
     rules = load_rules()
     today = date.today()

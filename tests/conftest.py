@@ -21,6 +21,16 @@ ENV_PG = "TONGBAN_TEST_POSTGRES_URL"
 LOCAL_PG = "postgresql://127.0.0.1:5432/test"
 
 
+@pytest.fixture(autouse=True)
+def key_passphrase(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with a (test-only) key passphrase, as a node's service environment would."""
+    value = "test-only passphrase, never used outside the test-suite"
+    monkeypatch.setenv("TONGBAN_KEY_PASSPHRASE", value)
+    monkeypatch.delenv("TONGBAN_KEY_PASSPHRASE_FILE", raising=False)
+    monkeypatch.delenv("TONGBAN_DATA_KEYRING_JSON", raising=False)
+    return value
+
+
 def _admin_url() -> str | None:
     url = os.environ.get(ENV_PG)
     if url:
