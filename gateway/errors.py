@@ -274,6 +274,46 @@ class PeerMismatch(TrustError):
     public_message = "the authenticated peer is not the node it claims to be"
 
 
+class PeerNotAuthenticated(TrustError):
+    """A node-to-node call without a verified TLS peer (no client certificate, or a handler reached
+    outside the authenticating interceptor)."""
+
+    code = "peer_not_authenticated"
+    public_message = "the caller is not an authenticated node"
+
+
+class DirectoryUnavailable(TrustError):
+    """No verified directory is held: none was ever accepted, or the last good one was refused."""
+
+    code = "directory_unavailable"
+    public_message = "no verified directory is available"
+
+
+class DirectoryFetchFailed(TrustError):
+    """The directory source could not be read (missing file, HTTP error, timeout, too large)."""
+
+    code = "directory_fetch_failed"
+    public_message = "the directory could not be fetched from its source"
+
+
 class KeyFileError(TrustError):
     code = "key_file_error"
     public_message = "a key file cannot be read (wrong passphrase, wrong format or missing)"
+
+
+class WrongKey(TrustError):
+    """A key offered to sign something it may not sign (e.g. a province key on a root draft)."""
+
+    code = "wrong_key"
+    public_message = "the key is not one this document may be signed with"
+
+
+# --- The operators' key tool (keys/) -------------------------------------------------------------
+
+
+class OperatorStateError(ConfigError):
+    """An operator's or node's key directory is not in the state a ``tongban keys`` command needs:
+    a file it needs is missing, or one it would create already exists (nothing is overwritten)."""
+
+    code = "operator_state"
+    public_message = "the key directory is not in the state this command needs"

@@ -36,6 +36,7 @@ def server(node_dir: Path) -> Iterator[NodeServer]:
 
 
 def test_health_and_node_info_over_grpc(server: NodeServer) -> None:
+    assert not server.tls  # not enrolled: plaintext, loopback only (mutual TLS is in test_mtls)
     with grpc.insecure_channel(server.address) as ch:
         for service in ("", "tongban.v1.NodeExchange", "tongban.v1.County"):
             reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -108,7 +109,7 @@ def test_serve_process_stops_gracefully_on_sigterm(node_dir: Path) -> None:
         line = proc.stdout.readline()
         assert line, f"server exited early: {proc.stderr.read() if proc.stderr else ''}"
         ready = json.loads(line)
-        assert ready["event"] == "ready"
+        assert (ready["event"], ready["tls"]) == ("ready", False)
         with grpc.insecure_channel(ready["address"]) as ch:
             reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
