@@ -28,6 +28,9 @@ def key_passphrase(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("TONGBAN_KEY_PASSPHRASE", value)
     monkeypatch.delenv("TONGBAN_KEY_PASSPHRASE_FILE", raising=False)
     monkeypatch.delenv("TONGBAN_DATA_KEYRING_JSON", raising=False)
+    # Seal test secrets with a cheap scrypt cost (the cost is stored in each file, so reading is
+    # unaffected); production code has no such knob.
+    monkeypatch.setattr("gateway.trust.keyfile.SCRYPT_N", 2**10)
     return value
 
 

@@ -12,10 +12,10 @@ number that lets the node find a child's row without storing the number in clear
 rotate with the data keys (rotating it means re-indexing every row).
 
 The keyring lives in one file with mode 0600 in the node's data directory, **sealed with the node's
-key passphrase** (scrypt → AES-256-GCM; the passphrase comes from ``TONGBAN_KEY_PASSPHRASE`` or
-``TONGBAN_KEY_PASSPHRASE_FILE``, like the node's private key files), or it comes in clear from the
-``TONGBAN_DATA_KEYRING_JSON`` environment variable when a secret store (a Kubernetes Secret, a
-systemd credential) already protects it. A plain keyring file is refused.
+key passphrase** (``gateway.trust.keyfile.seal``: scrypt → AES-256-GCM; the passphrase comes from
+``TONGBAN_KEY_PASSPHRASE`` or ``TONGBAN_KEY_PASSPHRASE_FILE``, like the node's private key files),
+or it comes in clear from the ``TONGBAN_DATA_KEYRING_JSON`` environment variable when a secret
+store (a Kubernetes Secret, a systemd credential) already protects it. A plain keyring file is refused.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from gateway.errors import ConfigError, DataKeyMissing, DecryptionFailed, KeyFileError
-from gateway.trust.keyfile import passphrase_from_env, write_secret
+from gateway.errors import ConfigError, DataKeyMissing, DecryptionFailed
+from gateway.trust.keyfile import open_sealed, passphrase_from_env, seal, write_secret
 
 ALGORITHM = "aes-256-gcm"
 _NONCE_BYTES = 12
@@ -118,11 +117,12 @@ class DataKeyring:
             sealed = path.read_bytes()
         except FileNotFoundError:
             raise ConfigError(f"data keyring file not found: {path}") from None
-        return cls.from_json(_unseal(sealed, passphrase_from_env()).decode("utf-8"))
+        plain = open_sealed(sealed, passphrase_from_env(), content="data-keyring-json", what="the data keyring")
+        return cls.from_json(plain.decode("utf-8"))
 
     def save(self, path: Path) -> None:
         """Seal with the key passphrase and write atomically with mode 0600."""
-        write_secret(path, _seal(self.to_json().encode("utf-8"), passphrase_from_env()))
+        write_secret(path, seal(self.to_json().encode("utf-8"), passphrase_from_env(), content="data-keyring-json"))
 
     def rotate(self) -> str:
         """Add a new key and make it the active one; returns its id. Old keys stay for reading."""
@@ -155,45 +155,6 @@ class DataKeyring:
     def blind_index(self, value: str, *, purpose: bytes) -> bytes:
         """Deterministic keyed pseudonym of ``value`` (domain-separated by ``purpose``)."""
         return hmac.new(self.index_key, purpose + b"\x00" + value.encode("utf-8"), hashlib.sha256).digest()
-
-
-# --- the sealed file -------------------------------------------------------------------------------
-
-_SEALED_FORMAT = "tongban-sealed-keyring-v1"
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
-
-
-def _kdf(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
-
-
-def _seal(plaintext: bytes, passphrase: bytes) -> bytes:
-    salt, nonce = secrets.token_bytes(16), secrets.token_bytes(_NONCE_BYTES)
-    key = _kdf(passphrase, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
-    ciphertext = AESGCM(key).encrypt(nonce, plaintext, _SEALED_FORMAT.encode("ascii"))
-    doc = {
-        "format": _SEALED_FORMAT,
-        "kdf": {"name": "scrypt", "n": _SCRYPT_N, "r": _SCRYPT_R, "p": _SCRYPT_P, "salt": _b64(salt)},
-        "nonce": _b64(nonce),
-        "ciphertext": _b64(ciphertext),
-    }
-    return json.dumps(doc, indent=2).encode("ascii")
-
-
-def _unseal(data: bytes, passphrase: bytes) -> bytes:
-    try:
-        doc = json.loads(data)
-        if doc.get("format") != _SEALED_FORMAT:
-            raise KeyFileError("the data keyring file is not sealed; refusing a plain keyring on disk")
-        kdf = doc["kdf"]
-        key = _kdf(passphrase, _unb64(kdf["salt"], "salt"), int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
-        nonce, ciphertext = _unb64(doc["nonce"], "nonce"), _unb64(doc["ciphertext"], "ciphertext")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise KeyFileError("the data keyring file is malformed") from None
-    try:
-        return AESGCM(key).decrypt(nonce, ciphertext, _SEALED_FORMAT.encode("ascii"))
-    except InvalidTag:
-        raise KeyFileError("cannot open the data keyring (wrong passphrase or damaged file)") from None
 
 
 def _aad(key_id: str, context: bytes) -> bytes:

@@ -89,11 +89,7 @@ class TlsIdentity:
         ``TONGBAN_KEY_PASSPHRASE`` / ``_FILE``) and its certificate; then :meth:`from_key`.
         Raises ``KeyFileError`` (missing passphrase, unreadable or unencrypted key file, wrong
         passphrase, key and certificate that do not match) or ``CertificateInvalid``."""
-        key = keyfile.read_private_key(
-            key_path,
-            passphrase if passphrase is not None else keyfile.passphrase_from_env(),
-            ec.EllipticCurvePrivateKey,  # type: ignore[type-abstract]  # an isinstance check on an ABC
-        )
+        key = keyfile.read_tls_key(key_path, passphrase if passphrase is not None else keyfile.passphrase_from_env())
         try:
             certificate = certificate_path.read_bytes()
         except OSError:
