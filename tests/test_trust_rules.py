@@ -334,6 +334,18 @@ def test_tls_certificates_map_to_their_nodes_only() -> None:
         directory.authenticate_peer(b"not a certificate", NOW)
 
 
+def test_an_expired_node_certificate_disables_that_node_not_the_directory() -> None:
+    pki = standard_pki()
+    lapsed = pki.provinces["51"].enrol("sc-lapsed", "511322", now=NOW - timedelta(days=400))  # 398-day cert
+    directory = _accept(pki, pki.bundle())
+    with pytest.raises(NodeNotActive):
+        directory.authenticate_peer(lapsed.tls_cert_pem, NOW)
+    with pytest.raises(NodeNotActive):
+        directory.signing_key("sc-lapsed", lapsed.signers[0].public_key.key_id, signed_at=NOW, now=NOW)
+    nanbu = pki.provinces["51"].nodes["sc-nanbu"]
+    assert directory.authenticate_peer(nanbu.tls_cert_pem, NOW).node_id == "sc-nanbu"
+
+
 def test_the_directory_stops_working_when_it_expires() -> None:
     pki = standard_pki()
     directory = _accept(pki, pki.bundle())

@@ -20,8 +20,11 @@ Accepting a directory bundle checks, in this order, and stores nothing unless ev
 4. **Entries.** Every node's division starts with its part's prefix (:class:`OutsidePrefix` — the
    rule that a province can only enrol its own counties is enforced here, at every verifier, not
    only by the tool that issues); node ids and signing-key ids are unique across the directory
-   (:class:`DuplicateNode`); each TLS certificate was issued by that province's CA, is valid now,
-   and names exactly this node and division (:class:`CertificateInvalid`).
+   (:class:`DuplicateNode`); each TLS certificate was issued by that province's CA and names
+   exactly this node and division (:class:`CertificateInvalid`). A certificate that is merely
+   outside its validity dates does *not* reject the directory — one county missing a renewal
+   must not cut off every node in the country — but that node is refused whenever it is used
+   (:meth:`Directory.active`), exactly like a suspended node.
 
 After acceptance, :class:`Directory` answers who a peer is (:meth:`Directory.authenticate_peer`)
 and which key may have signed a message (:meth:`Directory.signing_key`), applying revocation and
@@ -235,7 +238,7 @@ def _check_entry(entry: NodeEntry, prefix: str, ca: x509.Certificate, now: datet
         raise OutsidePrefix(f"node {entry.node_id} ({entry.division}) in the part of prefix {prefix}")
     cert = tx509.load_certificate(entry.tls_certificate, f"node {entry.node_id} certificate")
     try:
-        identity = tx509.verify_node_certificate(cert, ca, now)
+        identity = tx509.verify_node_certificate(cert, ca, now, check_validity=False)
     except CertificateInvalid as exc:
         raise CertificateInvalid(f"node {entry.node_id}: {exc.detail}") from None
     if (identity.node_id, identity.division) != (entry.node_id, entry.division):
@@ -250,9 +253,8 @@ class Directory:
         self.expires = expires
         self.root = root
         self._entries = dict(entries)
-        self._fingerprints = {
-            nid: tx509.fingerprint(tx509.load_certificate(e.tls_certificate, nid)) for nid, e in entries.items()
-        }
+        self._certificates = {nid: tx509.load_certificate(e.tls_certificate, nid) for nid, e in entries.items()}
+        self._fingerprints = {nid: tx509.fingerprint(cert) for nid, cert in self._certificates.items()}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -270,11 +272,16 @@ class Directory:
         return entry
 
     def active(self, node_id: str, now: datetime) -> NodeEntry:
-        """The node's entry if the directory is fresh and the node active; raises otherwise."""
+        """The node's entry if the directory is fresh, the node active and its certificate within
+        its validity dates; raises ``DocumentExpired`` / ``UnknownNode`` / ``NodeNotActive``."""
         self.check_fresh(now)
         entry = self.entry(node_id)
         if entry.status is not NodeStatus.ACTIVE:
             raise NodeNotActive(f"node {node_id} is {entry.status.value}")
+        try:
+            tx509.check_validity(self._certificates[node_id], now, "certificate")
+        except CertificateInvalid:
+            raise NodeNotActive(f"node {node_id}'s certificate is outside its validity dates") from None
         return entry
 
     def signing_key(self, node_id: str, key_id: str, *, signed_at: datetime, now: datetime) -> PublicKey:

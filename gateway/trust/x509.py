@@ -71,6 +71,10 @@ def node_identity(cert: x509.Certificate) -> NodeIdentity:
     return NodeIdentity(node_id, division)
 
 
+def check_validity(cert: x509.Certificate, at: datetime, what: str) -> None:
+    _within(cert, at, what)
+
+
 def _within(cert: x509.Certificate, at: datetime, what: str) -> None:
     if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
         raise CertificateInvalid(f"{what} is not valid at {at:%Y-%m-%dT%H:%M:%SZ}")
@@ -83,12 +87,16 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-def verify_node_certificate(cert: x509.Certificate, ca: x509.Certificate, at: datetime) -> NodeIdentity:
+def verify_node_certificate(
+    cert: x509.Certificate, ca: x509.Certificate, at: datetime, *, check_validity: bool = True
+) -> NodeIdentity:
     """Check that ``cert`` is a node certificate issued directly by ``ca`` and valid at ``at``.
 
     In order: the CA is a CA and valid at ``at``; ``cert`` is not a CA, names ``ca`` as issuer and
-    carries its signature; ``cert`` is valid at ``at``; it allows both serverAuth and clientAuth;
-    it names one node and one division. Returns that identity or raises ``CertificateInvalid``.
+    carries its signature; ``cert`` is valid at ``at`` (skipped with ``check_validity=False``: the
+    directory checks a node certificate's dates when the node is used, see
+    ``Directory.active``); it allows both serverAuth and clientAuth; it names one node and one
+    division. Returns that identity or raises ``CertificateInvalid``.
     """
     if not _is_ca(ca):
         raise CertificateInvalid("the province CA certificate is not a CA")
@@ -101,7 +109,8 @@ def verify_node_certificate(cert: x509.Certificate, ca: x509.Certificate, at: da
         cert.verify_directly_issued_by(ca)
     except (InvalidSignature, ValueError, TypeError):
         raise CertificateInvalid("node certificate's signature does not verify with the province CA") from None
-    _within(cert, at, "node certificate")
+    if check_validity:
+        _within(cert, at, "node certificate")
     try:
         usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     except x509.ExtensionNotFound:
