@@ -1,27 +1,42 @@
 """``tongban demo``: the project's story on one machine.
 
-So far the story is: two county nodes in different provinces — 重庆市两江新区 (a residence place
-for many migrant families) and 四川省南部县 (a registration place) — are initialised with their own
-data keys and databases, started as real ``tongban node serve`` processes on loopback, checked
-through the gRPC health service, and each imports this quarter's synthetic roster: the migrant
-children living in its county and the left-behind children registered there (SPEC §1: 流入地为主,
-户籍地为主). Each later capability (keys, exchange, matching, cases, custody) extends this story.
+The story so far:
+
+1. **Trust.** A national root of trust (2 of 3 root keys) names three provincial operators —
+   重庆市, 四川省, 贵州省 — each with its own signing key and TLS certificate authority. Three county
+   nodes generate their own keys, send enrolment requests to their province, get certificates
+   back, and the provinces' signed parts are assembled into a signed national directory. All of
+   it through the real ``tongban keys`` commands, exactly as operators run them.
+2. **Rosters.** Each node imports this period's synthetic roster: the migrant children living in
+   its county and the left-behind children registered there (流入地为主, 户籍地为主), with personal
+   fields sealed at rest.
+3. **Mutual TLS.** The nodes run as real ``tongban node serve`` processes on loopback and call
+   each other over mutual TLS; a certificate from a CA outside the directory is refused.
+4. **Revocation.** 贵州省 revokes its node; after the next directory refresh the other nodes refuse
+   its connections.
+
+Each later capability (envelope exchange, matching, cases, custody) extends this story.
+``gateway`` never imports the ``keys`` package: the demo drives it through the command line's
+entry points, as an operator would.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,7 +56,15 @@ from gateway.roster import intake
 from gateway.store.schema import child_records
 from gateway.synth.generator import SynthSpec, generate, roster_for
 from gateway.trust.keyfile import ENV_PASSPHRASE, ENV_PASSPHRASE_FILE
+from gateway.trust.store import TrustStore
+from gateway.trust.tls import TlsIdentity, secure_channel_to
 from gateway.wire import node_info_from_wire
+
+
+@dataclass(frozen=True)
+class DemoProvince:
+    prefix: str
+    operator: str  # the provincial civil-affairs department that enrols the nodes
 
 
 @dataclass(frozen=True)
@@ -51,15 +74,42 @@ class DemoNode:
     role: str  # what this county mostly is in the story
 
 
+DEMO_PROVINCES = (
+    DemoProvince("50", "重庆市民政局"),
+    DemoProvince("51", "四川省民政厅"),
+    DemoProvince("52", "贵州省民政厅"),
+)
 DEMO_NODES = (
     DemoNode("cq-liangjiang", "500157", "residence place (居住地) of migrant families"),
     DemoNode("sc-nanbu", "511321", "registration place (户籍地) of migrant and left-behind children"),
+    DemoNode("gz-zhijin", "520524", "registration place; revoked at the end of the story"),
 )
+REVOKED = "gz-zhijin"
+REFRESH_SECONDS = 1.0  # the demo's nodes re-read the directory every second
 
 
 class DemoFailed(GatewayError):
     code = "demo_failed"
     public_message = "the demo could not complete"
+
+
+def _keys(*args: str | Path) -> str:
+    """Run ``tongban keys …`` in-process (through the CLI's entry points); return its output."""
+    from gateway.cli import main  # the CLI imports this module; import it lazily
+
+    argv = ["keys", *(str(a) for a in args)]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    if code != 0:
+        raise DemoFailed(f"`tongban {' '.join(argv[:3])}` exited {code}: {err.getvalue().strip()[-300:]}")
+    return out.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -68,16 +118,17 @@ class RunningNode:
     node: Node
     process: subprocess.Popen[str]
     address: str
+    tls: bool
 
 
-def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str], str]:
-    """Start ``tongban node serve`` and wait for its ready line (which carries the bound port)."""
+def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str], str, bool]:
+    """Start ``tongban node serve`` and wait for its ready line (address and TLS mode)."""
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
         [sys.executable, "-m", "gateway", "node", "serve", "--config", str(cfg_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TONGBAN_TRUST_REFRESH_SECONDS": str(REFRESH_SECONDS)},
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
@@ -90,7 +141,7 @@ def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str]
         except ValueError:
             continue
         if event.get("event") == "ready":
-            return proc, str(event["address"])
+            return proc, str(event["address"]), bool(event.get("tls"))
     proc.kill()
     raise DemoFailed(f"node with config {cfg_path} did not start")
 
@@ -104,40 +155,104 @@ def _stop(proc: subprocess.Popen[str]) -> int:
         return proc.wait()
 
 
-def _probe(address: str) -> dict[str, Any]:
-    with grpc.insecure_channel(address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=10)
-        health = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="tongban.v1.NodeExchange"), timeout=5
+class Caller:
+    """One node's client side: its TLS identity and its own verified copy of the directory."""
+
+    def __init__(self, cfg: config_mod.NodeConfig) -> None:
+        self.node_id = cfg.node_id
+        self.identity = TlsIdentity.load(cfg.tls_key, cfg.tls_certificate, node_id=cfg.node_id)
+        self.trust = TrustStore.from_config(cfg)
+
+    def call_info(self, peer_id: str) -> str:
+        """GetNodeInfo on ``peer_id`` over mutual TLS; returns "ok …" or the refusal's status."""
+        now = datetime.now(UTC)
+        directory = self.trust.refresh(now)
+        try:
+            with secure_channel_to(peer_id, directory, self.identity, now=now) as channel:
+                health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+                info = node_info_from_wire(
+                    node_pb2_grpc.NodeExchangeStub(channel).GetNodeInfo(common_pb2.NodeInfoRequest(), timeout=10)
+                )
+        except grpc.RpcError as exc:
+            return f"refused: {exc.code().name} ({exc.details()})"
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)
+        return f"ok: {info.node_id} {info.division_code} {info.division_name}, health {status}"
+
+
+def _rogue_call(address: str, target_node: str, ca_pem: bytes) -> str:
+    """A client with a self-made CA and a certificate claiming to be ``gz-zhijin``."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509 import (
+        CertificateBuilder,
+        DNSName,
+        Name,
+        NameAttribute,
+        SubjectAlternativeName,
+        UniformResourceIdentifier,
+        random_serial_number,
+    )
+    from cryptography.x509.oid import NameOID
+
+    from gateway.trust import x509 as tx509
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    name = Name([NameAttribute(NameOID.COMMON_NAME, "gz-zhijin")])
+    cert = (
+        CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now.replace(year=now.year + 1))
+        .add_extension(
+            SubjectAlternativeName(
+                [
+                    DNSName(tx509.node_dns_name("gz-zhijin")),
+                    UniformResourceIdentifier(tx509.NODE_URI + "gz-zhijin"),
+                    UniformResourceIdentifier(tx509.DIVISION_URI + "520524"),
+                ]
+            ),
+            critical=False,
         )
-        info = node_info_from_wire(
-            node_pb2_grpc.NodeExchangeStub(channel).GetNodeInfo(common_pb2.NodeInfoRequest(), timeout=5)
-        )
-    return {
-        "health": health_pb2.HealthCheckResponse.ServingStatus.Name(health.status),
-        "node_id": info.node_id,
-        "division": info.division_code,
-    }
+        .sign(key, hashes.SHA256())
+    )
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=ca_pem,
+        private_key=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        certificate_chain=cert.public_bytes(serialization.Encoding.PEM),
+    )
+    options = [("grpc.ssl_target_name_override", tx509.node_dns_name(target_node))]
+    try:
+        with grpc.secure_channel(address, creds, options=options) as channel:
+            node_pb2_grpc.NodeExchangeStub(channel).GetNodeInfo(common_pb2.NodeInfoRequest(), timeout=10)
+    except grpc.RpcError as exc:
+        return f"refused: {exc.code().name}"
+    raise DemoFailed("a certificate from an unknown CA was accepted")
 
 
 def _sealed_check(node: Node, period: str, sample: int = 50) -> dict[str, Any]:
     """Read the raw table and confirm that no stored row holds a name or ID number in clear."""
-    secrets: list[bytes] = []
+    values: list[bytes] = []
     for record in node.children.iter_period(period):
-        secrets.append(record.name.encode("utf-8"))
+        values.append(record.name.encode("utf-8"))
         if record.id_number:
-            secrets.append(record.id_number.encode("ascii"))
-        if len(secrets) >= sample:
+            values.append(record.id_number.encode("ascii"))
+        if len(values) >= sample:
             break
     with node.engine.connect() as conn:
         rows = conn.execute(select(child_records)).all()
     raw = b"".join(repr(tuple(row)).encode("utf-8") + bytes(row.pii_sealed) for row in rows)
-    leaked = sum(1 for s in secrets if s in raw)
+    leaked = sum(1 for v in values if v in raw)
     if leaked:
         raise DemoFailed(f"{leaked} personal value(s) found in clear in the database")
     return {
         "rows": len(rows),
-        "values_checked": len(secrets),
+        "values_checked": len(values),
         "found_in_clear": 0,
         "key_ids": sorted({r.key_id for r in rows}),
     }
@@ -153,6 +268,18 @@ def _workdir(path: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def _publish_directory(base: Path, parts: Sequence[Path], *, previous: bool) -> str:
+    bundle = base / "national" / "directory.json"
+    args: list[str | Path] = ["directory", "build", "--root", base / "national" / "root", "--out", bundle]
+    for part in parts:
+        args += ["--part", part]
+    if previous:
+        args += ["--previous", bundle]
+    _keys(*args, "--expires-days", "7")
+    _keys("directory", "sign", bundle, "--key", base / "national" / "root" / "directory-key.pem")
+    return _keys("directory", "verify", bundle, "--root", base / "national" / "root" / "root.json").strip()
+
+
 def run(
     *,
     out: TextIO,
@@ -164,8 +291,8 @@ def run(
     json_path: Path | None = None,
 ) -> dict[str, Any]:
     if not os.environ.get(ENV_PASSPHRASE) and not os.environ.get(ENV_PASSPHRASE_FILE):
-        # Key files are always encrypted at rest; the demo's nodes get a throwaway passphrase
-        # (inherited by the node processes it starts) instead of asking for one.
+        # Key files are always sealed at rest; the demo's operators and nodes share a throwaway
+        # passphrase (inherited by the node processes it starts) instead of asking for one.
         os.environ[ENV_PASSPHRASE] = secrets.token_urlsafe(24)
     table = DivisionTable.load_default()
     rules = load_rules()
@@ -177,50 +304,71 @@ def run(
         # synthetic birth or move date lies after today.
         else MonitoringPeriod.containing(today, Cadence.QUARTERLY).previous()
     )
-    divisions = tuple(n.division for n in DEMO_NODES)
-    spec = SynthSpec(
-        seed=seed,
-        period=period,
-        residence_divisions=divisions,
-        registration_divisions=divisions,
-        households=households,
-        node_id="synth",
-    )
     summary: dict[str, Any] = {"period": period.label, "seed": seed, "nodes": [], "rosters": {}}
     w = out.write
 
     with _workdir(workdir) as base:
-        w(f"Tongban demo — monitoring period {period.label} ({period.start} to {period.end})\n\n")
-        w("1. Initialising county nodes (own data key, own database, migrated schema)\n")
+        w(f"Tongban demo — monitoring period {period.label} ({period.start} to {period.end})\n")
+        w(f"working directory: {base}\n\n")
+
+        # --- 1. trust -------------------------------------------------------------------------
+        w("1. Trust: a national root, three provincial operators, three enrolled county nodes\n")
+        descriptors: list[str | Path] = []
+        for prov in DEMO_PROVINCES:
+            pdir = base / "provinces" / prov.prefix
+            _keys("province", "init", pdir, "--prefix", prov.prefix, "--name", prov.operator)
+            descriptors += ["--province", pdir / "province.json"]
+        _keys("root", "init", base / "national" / "root", "--keys", "3", "--threshold", "2", *descriptors)
+        w("   national root v1: 3 root keys, any 2 must sign a change; operators 50 重庆, 51 四川, 52 贵州\n")
+
         nodes: list[tuple[DemoNode, Node]] = []
         for spec_node in DEMO_NODES:
-            data_dir = base / spec_node.node_id
-            cfg_path = data_dir / config_mod.CONFIG_FILE
-            if not cfg_path.exists():
-                init_node(
-                    data_dir,
-                    node_id=spec_node.node_id,
-                    division=spec_node.division,
-                    listen="127.0.0.1:0",
-                    table=table,
-                )
-            node = open_node(config_mod.load(cfg_path), table=table)
+            data_dir = base / "nodes" / spec_node.node_id
+            listen = f"127.0.0.1:{_free_port()}"
+            init_node(data_dir, node_id=spec_node.node_id, division=spec_node.division, listen=listen, table=table)
+            pdir = base / "provinces" / spec_node.division[:2]
+            request = data_dir / "enrolment-request.json"
+            response = data_dir / "enrolment-response.json"
+            _keys("node", "request", "--config", data_dir, "--out", request)  # keys made on the node
+            _keys("node", "issue", pdir, request, "--out", response)  # certificate made by the province
+            _keys(
+                "node", "install", "--config", data_dir, response,
+                "--root", base / "national" / "root" / "root.json",
+                "--directory", base / "national" / "directory.json",
+            )  # fmt: skip
+            node = open_node(config_mod.load(data_dir / config_mod.CONFIG_FILE), table=table)
             nodes.append((spec_node, node))
-            province = table.province_of(spec_node.division)
-            place = f"{province.name}{node.description.division_name}"
-            w(f"   {spec_node.node_id:<14} {spec_node.division} {place} — {spec_node.role}\n")
+            place = f"{table.province_of(spec_node.division).name}{node.description.division_name}"
+            w(f"   {spec_node.node_id:<14} {spec_node.division} {place:<12} enrolled by {pdir.name}: "
+              f"TLS key, signing key and encryption key generated on the node\n")  # fmt: skip
 
+        parts = []
+        for prov in DEMO_PROVINCES:
+            part = base / "provinces" / prov.prefix / "part.json"
+            _keys("province", "publish", base / "provinces" / prov.prefix, "--out", part)
+            parts.append(part)
+        verified = _publish_directory(base, parts, previous=False)
+        w(f"   signed national directory published — `tongban keys directory verify`: {verified}\n")
+
+        # --- 2. rosters -----------------------------------------------------------------------
+        spec = SynthSpec(
+            seed=seed,
+            period=period,
+            residence_divisions=tuple(n.division for n in DEMO_NODES[:2]),
+            registration_divisions=tuple(n.division for n in DEMO_NODES),
+            households=households,
+            node_id="synth",
+        )
         population = Counter(r.kind for r in generate(spec, table, rules))
         summary["population"] = {"households": households, **{k.value: population[k] for k in ChildKind}}
         w(
-            f"\n2. A seeded synthetic population (seed {seed}): {households} households, "
+            f"\n2. Rosters: a seeded synthetic population (seed {seed}): {households} households, "
             f"{sum(population.values())} children:\n"
             f"   {population[ChildKind.MIGRANT]} 流动 (migrant), {population[ChildKind.LEFT_BEHIND]} 留守 "
             f"(left-behind), {population[ChildKind.NEITHER]} neither — each classified by the real rules\n"
             "   (under 16 on the period's first day, 6 months away, accompanied by a parent or guardian,\n"
-            "   Chongqing's central-district exemption).\n"
-            "   Importing the roster each county owns (流入地为主: migrants where they live;\n"
-            "   户籍地为主: left-behind children where they are registered):\n"
+            "   Chongqing's central-district exemption). Each county imports the roster it owns\n"
+            "   (流入地为主: migrants where they live; 户籍地为主: left-behind children where registered):\n"
         )
         for spec_node, node in nodes:
             owned = roster_for(generate(spec, table, rules), spec_node.division)
@@ -240,38 +388,66 @@ def run(
                 "stored": {k.value: v for k, v in counts.items()},
                 "encryption": _sealed_check(node, period.label),
             }
+        w("   personal fields sealed at rest (AES-256-GCM, key id beside each row); checked in the raw tables\n")
 
-        w("\n3. Starting the nodes (tongban node serve) and checking them over gRPC\n")
+        # --- 3. mutual TLS --------------------------------------------------------------------
+        w("\n3. Mutual TLS: the nodes run as `tongban node serve` processes and call each other\n")
         running: list[RunningNode] = []
         try:
             for spec_node, node in nodes:
                 node.engine.dispose()  # the server process opens its own connections
-                proc, address = _start(node.config.path)
-                running.append(RunningNode(spec_node, node, proc, address))
+                proc, address, tls = _start(node.config.path)
+                running.append(RunningNode(spec_node, node, proc, address, tls))
+            callers = {r.spec.node_id: Caller(r.node.config) for r in running}
+            calls: list[dict[str, str]] = []
             for r in running:
-                probe = _probe(r.address)
                 province = table.province_of(r.spec.division)
-                summary["nodes"].append(
-                    {
-                        "id": r.spec.node_id,
-                        "division": r.spec.division,
-                        "division_name": r.node.description.division_name,
-                        "province": province.code[:2],
-                        "province_name": province.name,
-                        "address": r.address,
-                        "health": probe["health"],
-                    }
-                )
-                w(
-                    f"   {r.spec.node_id:<14} {r.address:<21} health={probe['health']}  "
-                    f"GetNodeInfo → {probe['node_id']} ({probe['division']})\n"
-                )
+                summary["nodes"].append({
+                    "id": r.spec.node_id,
+                    "division": r.spec.division,
+                    "division_name": r.node.description.division_name,
+                    "province": province.code[:2],
+                    "province_name": province.name,
+                    "address": r.address,
+                    "tls": r.tls,
+                })  # fmt: skip
+                w(f"   {r.spec.node_id:<14} serving on {r.address} ({'mutual TLS' if r.tls else 'PLAINTEXT'})\n")
+            for a, b in (("cq-liangjiang", "sc-nanbu"), ("sc-nanbu", "gz-zhijin"), ("gz-zhijin", "cq-liangjiang")):
+                result_text = callers[a].call_info(b)
+                calls.append({"from": a, "to": b, "result": result_text})
+                w(f"   {a:<14} → {b:<14} {result_text}\n")
+            if any(not c["result"].startswith("ok") for c in calls):
+                raise DemoFailed("an enrolled node could not reach another over mutual TLS")
+            target = next(r for r in running if r.spec.node_id == "cq-liangjiang")
+            ca_pem = (base / "provinces" / "50" / "ca.crt.pem").read_bytes()
+            rogue = _rogue_call(target.address, "cq-liangjiang", ca_pem)
+            calls.append({"from": "rogue CA claiming gz-zhijin", "to": "cq-liangjiang", "result": rogue})
+            w(f"   {'(rogue CA)':<14} → {'cq-liangjiang':<14} {rogue} — a certificate claiming gz-zhijin "
+              "from a CA no root names\n")  # fmt: skip
+
+            # --- 4. revocation ----------------------------------------------------------------
+            w(f"\n4. Revocation: 贵州省民政厅 revokes {REVOKED}; the directory is republished (v2)\n")
+            _keys("node", "revoke", base / "provinces" / "52", REVOKED)
+            _keys("province", "publish", base / "provinces" / "52", "--out", base / "provinces" / "52" / "part.json")
+            verified = _publish_directory(base, [base / "provinces" / "52" / "part.json"], previous=True)
+            w(f"   `tongban keys directory verify`: {verified}\n")
+            time.sleep(REFRESH_SECONDS * 2.5)  # the serving nodes' refreshers pick it up
+            after = callers[REVOKED].call_info("cq-liangjiang")
+            calls.append({"from": REVOKED, "to": "cq-liangjiang", "result": after, "after": "revocation"})
+            w(f"   {REVOKED:<14} → {'cq-liangjiang':<14} {after}\n")
+            if "PERMISSION_DENIED" not in after:
+                raise DemoFailed("a revoked node was not refused after the directory refresh")
+            still = callers["cq-liangjiang"].call_info("sc-nanbu")
+            w(f"   {'cq-liangjiang':<14} → {'sc-nanbu':<14} {still}\n")
+            summary["mtls"] = calls
+            summary["trust"] = {
+                "root": {"version": 1, "keys": 3, "threshold": 2},
+                "provinces": [p.prefix for p in DEMO_PROVINCES],
+                "directory_version": callers["cq-liangjiang"].trust.state.directory_version,
+                "revoked": [REVOKED],
+            }
             if json_path is not None:
                 json_path.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-            w(
-                "\nPersonal fields are sealed at rest (AES-256-GCM, key id stored beside each row);\n"
-                "plain columns hold only division codes, period and kind.\n"
-            )
             if serve:
                 w("\nNodes are serving; press Ctrl-C to stop them.\n")
                 out.flush()
@@ -283,5 +459,5 @@ def run(
         finally:
             for r in running:
                 _stop(r.process)
-        w("\n4. Nodes stopped gracefully (SIGTERM). Next in the story: enrolled keys and mutual TLS.\n")
+        w("\nNodes stopped gracefully (SIGTERM). Next in the story: signed envelopes between the nodes.\n")
     return summary

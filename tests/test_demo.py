@@ -34,12 +34,12 @@ def test_demo_tells_the_story_and_writes_json(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     nodes = summary["nodes"]
-    assert [n["id"] for n in nodes] == ["cq-liangjiang", "sc-nanbu"]
-    assert {n["province"] for n in nodes} == {"50", "51"}, "two nodes in different provinces"
+    assert [n["id"] for n in nodes] == ["cq-liangjiang", "sc-nanbu", "gz-zhijin"]
+    assert {n["province"] for n in nodes} == {"50", "51", "52"}, "nodes in different provinces"
     for n in nodes:
         assert set(n) >= {"id", "division", "province", "address"}
         assert n["address"].startswith("127.0.0.1:")
-        assert n["health"] == "SERVING"
+        assert n["tls"] is True, "enrolled nodes serve mutual TLS only"
     for node_id, roster in summary["rosters"].items():
         assert roster["accepted"] > 0, node_id
         assert roster["rejected"] == 0, node_id
@@ -48,5 +48,19 @@ def test_demo_tells_the_story_and_writes_json(tmp_path: Path) -> None:
     # A migrant child is owned by the residence node, a left-behind child by the registration node.
     assert summary["rosters"]["cq-liangjiang"]["stored"]["migrant"] > 0
     assert summary["rosters"]["sc-nanbu"]["stored"]["left_behind"] > 0
-    assert "health=SERVING" in done.stdout
+    # Node-to-node calls over mutual TLS; a rogue CA and, after the refresh, the revoked node refused.
+    calls = summary["mtls"]
+    assert [c["result"].split(":")[0] for c in calls[:3]] == ["ok", "ok", "ok"]
+    assert calls[3]["from"].startswith("rogue")
+    assert calls[3]["result"].startswith("refused")
+    assert calls[4] == {
+        "from": "gz-zhijin",
+        "to": "cq-liangjiang",
+        "result": calls[4]["result"],
+        "after": "revocation",
+    }
+    assert "PERMISSION_DENIED" in calls[4]["result"]
+    assert summary["trust"]["directory_version"] == 2
+    assert summary["trust"]["root"] == {"version": 1, "keys": 3, "threshold": 2}
+    assert "mutual TLS" in done.stdout
     assert "stopped gracefully" in done.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from gateway import demo
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        logging.getLogger("tongban").setLevel(logging.WARNING)  # the story, not the nodes' chatter
     summary = demo.run(
         out=sys.stdout,
         workdir=Path(args.workdir) if args.workdir else None,
