@@ -22,9 +22,7 @@ from gateway.errors import (
     DocumentExpired,
     InputError,
     MalformedDocument,
-    OutsidePrefix,
     RollbackRefused,
-    UnknownProvince,
     WrongKey,
 )
 from gateway.trust import x509 as tx509
@@ -38,9 +36,9 @@ from gateway.trust.documents import (
     Root,
     format_time,
 )
-from gateway.trust.dsse import SignedDocument, add_signature, verify_threshold
+from gateway.trust.dsse import SignedDocument, add_signature
 from gateway.trust.signing import Signer
-from gateway.trust.verifier import Directory, TrustState, verify_root_signatures
+from gateway.trust.verifier import Directory, TrustState, verify_part, verify_root_signatures
 from keys.province import key_line
 
 
@@ -89,10 +87,11 @@ def build_bundle(
     previous bundle whose province is still in the root and that ``parts`` does not replace are
     carried over. Checks, in order: the root chain (:func:`verify_chain`) and that the newest root
     is not expired; the manifest expiry is after ``now`` (``InputError``); for each part: one per
-    prefix (``InputError``), a province of the root (``UnknownProvince``), signed by a threshold of
-    that operator's keys (``ThresholdNotMet``), entries inside the prefix (``OutsidePrefix``), not
-    expired (``DocumentExpired``), and not older than the previous bundle's part
-    (``RollbackRefused``). Notes warn of parts or a root that expire before the manifest.
+    prefix (``InputError``), then everything every node will check
+    (:func:`gateway.trust.verifier.verify_part`: a province of the root, a threshold of that
+    operator's keys, not expired, entries inside the prefix, certificates from the province's CA
+    naming their node), and not older than the previous bundle's part (``RollbackRefused``).
+    Notes warn of parts or a root that expire before the manifest.
     """
     root = verify_chain(roots)
     if root.expires < now:
@@ -127,22 +126,7 @@ def build_bundle(
 
     refs: dict[str, PartRef] = {}
     for prefix, doc in sorted(chosen.items()):
-        operator = root.provinces.get(prefix)
-        if operator is None:
-            raise UnknownProvince(f"root v{root.version} has no province {prefix}")
-        verify_threshold(
-            doc,
-            payload_type=PART_TYPE,
-            keys=operator.keys,
-            threshold=operator.threshold,
-            role=f"province {prefix} operator",
-        )
-        part = part_of(doc)
-        for entry in part.nodes:
-            if not entry.division.startswith(prefix):
-                raise OutsidePrefix(f"node {entry.node_id} ({entry.division}) in the part of prefix {prefix}")
-        if part.expires < now:
-            raise DocumentExpired(f"province {prefix} part v{part.version} expired at {format_time(part.expires)}")
+        part = verify_part(doc, prefix, root, now)  # exactly what every node will check
         if part.expires < expires:
             notes.append(
                 f"warning: province {prefix} part expires at {format_time(part.expires)}, before the directory"

@@ -195,27 +195,14 @@ class TrustState:
             doc = bundle.parts[prefix]
             if hashlib.sha256(doc.payload).hexdigest() != ref.sha256:
                 raise DigestMismatch(f"province part {prefix}")
-            operator = root.provinces.get(prefix)
-            if operator is None:
-                raise UnknownProvince(f"prefix {prefix}")
-            verify_threshold(
-                doc,
-                payload_type=PART_TYPE,
-                keys=operator.keys,
-                threshold=operator.threshold,
-                role=f"province {prefix} operator",
-            )
-            part = ProvincePart.from_payload(doc.payload)
-            if part.prefix != prefix or part.version != ref.version:
+            part = verify_part(doc, prefix, root, now)
+            if part.version != ref.version:
                 raise DigestMismatch(f"province part {prefix} is not the version the directory lists")
             if part.version < state.part_versions.get(prefix, 0):
                 raise RollbackRefused(
                     f"province {prefix} part v{part.version} offered, v{state.part_versions[prefix]} already trusted"
                 )
-            _expired(part.expires, now, f"province {prefix} part v{part.version}")
-            ca = tx509.load_certificate(operator.ca_certificate, f"province {prefix} CA certificate")
             for entry in part.nodes:
-                _check_entry(entry, prefix, ca, now)
                 if entry.node_id in entries:
                     raise DuplicateNode(f"node {entry.node_id}")
                 entries[entry.node_id] = entry
@@ -231,6 +218,36 @@ class TrustState:
             part_versions=part_versions,
         )
         return new_state, Directory(manifest.version, manifest.expires, root, entries)
+
+
+def verify_part(doc: SignedDocument, prefix: str, root: Root, now: datetime) -> ProvincePart:
+    """Verify one province's signed part against ``root`` at ``now`` and return it parsed.
+
+    In order: a provincial operator of the root governs ``prefix`` (``UnknownProvince``); a
+    threshold of that operator's keys signed the part (``ThresholdNotMet``); the part is for this
+    prefix (``DigestMismatch``) and not expired (``DocumentExpired``); every entry's division lies
+    inside the prefix (``OutsidePrefix``) and its certificate was issued by the province's CA for
+    exactly that node and division (``CertificateInvalid``). Used by every node and, before
+    publishing, by the directory builder — one rule, one implementation.
+    """
+    operator = root.provinces.get(prefix)
+    if operator is None:
+        raise UnknownProvince(f"prefix {prefix}")
+    verify_threshold(
+        doc,
+        payload_type=PART_TYPE,
+        keys=operator.keys,
+        threshold=operator.threshold,
+        role=f"province {prefix} operator",
+    )
+    part = ProvincePart.from_payload(doc.payload)
+    if part.prefix != prefix:
+        raise DigestMismatch(f"the part listed for province {prefix} is the part of {part.prefix}")
+    _expired(part.expires, now, f"province {prefix} part v{part.version}")
+    ca = tx509.load_certificate(operator.ca_certificate, f"province {prefix} CA certificate")
+    for entry in part.nodes:
+        _check_entry(entry, prefix, ca, now)
+    return part
 
 
 def _check_entry(entry: NodeEntry, prefix: str, ca: x509.Certificate, now: datetime) -> None:
