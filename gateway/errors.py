@@ -317,3 +317,86 @@ class OperatorStateError(ConfigError):
 
     code = "operator_state"
     public_message = "the key directory is not in the state this command needs"
+
+
+# --- Exchange: envelopes, purposes, delivery (SPEC §3, §4) ----------------------------------------
+
+
+class ExchangeError(GatewayError):
+    """An envelope was refused. Each check a receiver runs has its own class; nothing was stored."""
+
+    code = "exchange_error"
+    public_message = "the envelope was refused"
+    exit_code = 65
+
+
+class EnvelopeMalformed(ExchangeError):
+    code = "envelope_malformed"
+    public_message = "the envelope cannot be parsed"
+
+
+class EnvelopeTooLarge(ExchangeError):
+    code = "envelope_too_large"
+    public_message = "the envelope exceeds the size limit"
+
+
+class SenderMismatch(ExchangeError):
+    code = "sender_mismatch"
+    public_message = "the envelope's sender is not the authenticated peer"
+
+
+class SenderNotActive(ExchangeError):
+    code = "sender_not_active"
+    public_message = "the sender is not an active node in the directory"
+
+
+class EnvelopeSignatureInvalid(ExchangeError):
+    code = "envelope_signature_invalid"
+    public_message = "the envelope's signature does not verify with a valid key of the sender"
+
+
+class WrongRecipient(ExchangeError):
+    code = "wrong_recipient"
+    public_message = "the envelope is addressed to another node"
+
+
+class PurposeNotAllowed(ExchangeError):
+    code = "purpose_not_allowed"
+    public_message = "the purpose is unknown or not allowed between these nodes"
+
+
+class OutsideTimeWindow(ExchangeError):
+    code = "outside_time_window"
+    public_message = "the envelope is expired, not yet valid, or valid for too long"
+
+
+class ReplayedMessage(ExchangeError):
+    code = "replayed_message"
+    public_message = "a message with this id was already received with different content"
+
+
+class ForbiddenField(ExchangeError):
+    code = "forbidden_field"
+    public_message = "the payload carries a field its purpose does not declare"
+
+
+class PayloadInvalid(ExchangeError):
+    code = "payload_invalid"
+    public_message = "the payload is not a valid message of its declared type"
+
+
+class DeliveryFailed(ExchangeError):
+    """A delivery attempt failed; ``permanent`` says whether retrying can help."""
+
+    code = "delivery_failed"
+    public_message = "the message could not be delivered"
+
+    def __init__(self, detail: str | None = None, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(detail)
+
+
+class AuditChainBroken(GatewayError):
+    code = "audit_chain_broken"
+    public_message = "the audit log has been altered"
+    exit_code = 77

@@ -11,6 +11,7 @@ codes, the monitoring period, the child's kind, provenance that names a source b
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Index,
@@ -58,4 +59,65 @@ child_records = Table(
     Index(None, "period", "kind"),
     Index(None, "period", "registration_division"),
     Index(None, "period", "residence_division"),
+)
+
+
+# --- exchange (SPEC §3, §4) ----------------------------------------------------------------------
+
+# Messages this node has accepted for delivery. A row is written in the same transaction as the
+# business write that produced it ("accepted" means durable); the delivery loop claims rows,
+# delivers them and stores the receiver's signed receipt. The envelope is sealed at rest.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("message_id", String(36), primary_key=True),
+    Column("peer", String(64), nullable=False),
+    Column("purpose", String(40), nullable=False),
+    Column("status", String(16), nullable=False),  # queued | delivered | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("last_error", String(200), nullable=True),
+    Column("key_id", String(40), nullable=False),
+    Column("envelope_sealed", LargeBinary, nullable=False),
+    Column("receipt", LargeBinary, nullable=True),  # the receiver's signed receipt (no personal data)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Index(None, "status", "peer", "next_attempt_at"),
+)
+
+# Messages this node has received and verified. The primary key is the message id: a repeated id
+# returns the stored receipt and changes nothing (idempotent receiving, replay protection).
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("message_id", String(36), primary_key=True),
+    Column("sender", String(64), nullable=False),
+    Column("purpose", String(40), nullable=False),
+    Column("payload_type", String(80), nullable=False),
+    Column("envelope_sha256", LargeBinary(32), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("envelope_sealed", LargeBinary, nullable=False),
+    Column("receipt", LargeBinary, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=True),
+    Index(None, "purpose", "processed_at"),
+)
+
+# The tamper-evident audit trail of every send, receipt and read of personal data: each entry
+# names the previous entry's hash. It holds references (message ids, record ids), never values.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("purpose", String(40), nullable=False),
+    Column("reference", String(80), nullable=False),
+    Column("detail", String(200), nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("entry_hash", LargeBinary(32), nullable=False),
 )
