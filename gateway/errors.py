@@ -385,6 +385,34 @@ class PayloadInvalid(ExchangeError):
     public_message = "the payload is not a valid message of its declared type"
 
 
+class SealProblem(StrEnum):
+    """Why an end-to-end encrypted payload (``tongban.v1.SealedPayload``) was not opened."""
+
+    UNKNOWN_SUITE = "unknown_suite"  # a suite this node does not accept
+    OTHER_RECIPIENT_KEY = "other_recipient_key"  # sealed to another key (another node, or a rotated key)
+    MALFORMED = "malformed"  # too short to hold an encapsulated key and a tag
+    DECRYPTION_FAILED = "decryption_failed"  # tampered, or sealed for another context: indistinguishable by design
+
+
+class SealedPayloadRefused(ExchangeError):
+    """An end-to-end encrypted payload this node cannot or must not open; ``reason`` says which check."""
+
+    code = "sealed_payload_refused"
+    public_message = "the end-to-end encrypted payload cannot be opened by this node"
+
+    def __init__(self, reason: SealProblem, detail: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
+class ReceiptInvalid(ExchangeError):
+    """Raised at the sender: a receipt that does not prove delivery of the message it was sent for
+    (malformed, not signed by a valid key of the receiver, or naming another message or content)."""
+
+    code = "receipt_invalid"
+    public_message = "the receipt does not prove delivery of this message"
+
+
 class DeliveryFailed(ExchangeError):
     """A delivery attempt failed; ``permanent`` says whether retrying can help."""
 

@@ -1,7 +1,14 @@
 """The node's gRPC server: node-to-node and county-facing services plus the standard health service.
 
-Servicers are thin: they translate with ``gateway.wire`` and delegate. Envelope delivery arrives
-with the exchange layer; until then ``Deliver`` answers UNIMPLEMENTED with a clear message.
+Servicers are thin: they translate with ``gateway.wire`` and delegate. ``NodeExchange.Deliver`` and
+``DeliverStream`` hand envelopes to the :class:`~gateway.exchange.receiver.Receiver` with the peer
+the interceptor authenticated, and map its refusals once, with
+:func:`~gateway.exchange.receiver.status_for` and a public message that never carries a detail:
+``Deliver`` answers a refusal with that gRPC status; ``DeliverStream`` answers one
+``DeliveryResult`` per envelope, in order — the receipt, or a ``Refusal`` with the same status
+number, error code and public message — so one refused envelope does not cost the rest of a batch.
+A failure of this node itself (no usable directory, database down) ends the stream with its status;
+the sender resends whatever got no result.
 
 Two modes, chosen by :attr:`NodeConfig.enrolled` (a TLS certificate and a pinned root exist):
 
@@ -9,7 +16,10 @@ Two modes, chosen by :attr:`NodeConfig.enrolled` (a TLS certificate and a pinned
   directory as the source of client trust anchors and :class:`PeerAuthInterceptor` binding every
   call (except health) to an active directory node. The directory refresher runs while the server
   runs. A node that is enrolled but has no usable directory refuses to start: it never falls back
-  to plaintext.
+  to plaintext. The node's message-signing key signs receipts; the outbox's
+  :class:`~gateway.exchange.delivery.DeliveryWorker` runs while the server runs. An enrolled node
+  without a signing-key file serves everything but envelopes (refused ``UNAVAILABLE``, so senders
+  retry) and says so in its log.
 * **not enrolled** — plaintext, and then only on a loopback address: an unauthenticated port
   never faces a network.
 """
@@ -28,11 +38,21 @@ from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from tongban.v1 import common_pb2, county_pb2_grpc, envelope_pb2, node_pb2_grpc
+from sqlalchemy import Connection
+from tongban.v1 import common_pb2, county_pb2_grpc, envelope_pb2, node_pb2, node_pb2_grpc
 
-from gateway.errors import ConfigError
+from gateway import audit
+from gateway.errors import ConfigError, ExchangeError, GatewayError
+from gateway.exchange.delivery import DeliveryWorker, personal_purposes
+from gateway.exchange.envelope import Verified
+from gateway.exchange.purposes import load_profiles
+from gateway.exchange.receiver import OnAccept, Receiver, public_message, status_for
+from gateway.exchange.retry import RetryPolicy
+from gateway.exchange.transport import GrpcTransport
 from gateway.node import Node
-from gateway.trust.interceptor import PeerAuthInterceptor
+from gateway.trust.interceptor import PeerAuthInterceptor, authenticated_peer
+from gateway.trust.keyfile import passphrase_from_env, read_signing_key
+from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore
 from gateway.trust.tls import TlsIdentity, server_credentials
 from gateway.wire import node_info_to_wire
@@ -43,19 +63,84 @@ SERVICE_NAMES = ("tongban.v1.NodeExchange", "tongban.v1.County")
 
 
 class NodeExchangeServicer(node_pb2_grpc.NodeExchangeServicer):
-    def __init__(self, node: Node) -> None:
+    """``receiver`` is ``None`` while envelope exchange is unavailable on this node; ``disabled``
+    then says why, in a sentence safe for any peer, answered with ``disabled_status``: a node that
+    is not enrolled never exchanges (``UNIMPLEMENTED``); an enrolled node without its signing key
+    can once an operator installs it (``UNAVAILABLE``, so senders retry)."""
+
+    def __init__(
+        self,
+        node: Node,
+        receiver: Receiver | None = None,
+        *,
+        disabled: str = "",
+        disabled_status: grpc.StatusCode = grpc.StatusCode.UNIMPLEMENTED,
+    ) -> None:
         self._info = node_info_to_wire(node.description)
+        self._receiver = receiver
+        self._disabled = disabled or "envelope exchange is not enabled on this node"
+        self._disabled_status = disabled_status
 
     def GetNodeInfo(self, request: common_pb2.NodeInfoRequest, context: grpc.ServicerContext) -> common_pb2.NodeInfo:
         return self._info
 
+    def _require(self, context: grpc.ServicerContext) -> Receiver:
+        if self._receiver is None:
+            context.abort(self._disabled_status, f"exchange_disabled: {self._disabled}")
+        return self._receiver
+
     def Deliver(self, request: envelope_pb2.Envelope, context: grpc.ServicerContext) -> envelope_pb2.Receipt:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "envelope exchange is not enabled in this version")
+        receiver = self._require(context)
+        peer = authenticated_peer()
+        try:
+            return receiver.receive(request, peer)
+        except GatewayError as exc:
+            _log_refusal(peer.node_id, exc)
+            context.abort(status_for(exc), public_message(exc))
 
     def DeliverStream(
         self, request_iterator: Iterator[envelope_pb2.Envelope], context: grpc.ServicerContext
-    ) -> Iterator[envelope_pb2.Receipt]:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "envelope exchange is not enabled in this version")
+    ) -> Iterator[node_pb2.DeliveryResult]:
+        receiver = self._require(context)
+        peer = authenticated_peer()
+        try:
+            for outcome in receiver.receive_many(request_iterator, peer):
+                if isinstance(outcome, ExchangeError):
+                    _log_refusal(peer.node_id, outcome)
+                    yield node_pb2.DeliveryResult(refusal=refusal_to_wire(outcome))
+                else:
+                    yield node_pb2.DeliveryResult(receipt=outcome)
+        except GatewayError as exc:
+            _log_refusal(peer.node_id, exc)
+            context.abort(status_for(exc), public_message(exc))
+
+
+def refusal_to_wire(error: ExchangeError) -> node_pb2.Refusal:
+    """The in-stream form of a refusal: what ``Deliver`` would have answered as a status."""
+    return node_pb2.Refusal(status_code=status_for(error).value[0], error_code=error.code, message=error.public_message)
+
+
+def _log_refusal(peer: str, error: GatewayError) -> None:
+    # The code only: a detail can name fields or divisions of the refused payload.
+    log.info("refused an envelope from %s (%s)", peer, error.code)
+
+
+def audit_receipts(node_id: str) -> OnAccept:
+    """The receiver's ``on_accept`` hook: an audit entry ``receive`` for every accepted message of
+    a purpose that carries personal data, in the transaction that stores it."""
+
+    def on_accept(conn: Connection, verified: Verified) -> None:
+        if verified.profile.personal:
+            audit.append(
+                conn,
+                actor=node_id,
+                action=audit.Action.RECEIVE,
+                purpose=verified.purpose,
+                reference=verified.message_id,
+                detail=f"from={verified.sender}",
+            )
+
+    return on_accept
 
 
 class CountyServicer(county_pb2_grpc.CountyServicer):
@@ -88,14 +173,30 @@ class NodeServer:
     Raises, before anything listens: ``ConfigError`` (plaintext on a non-loopback address, or an
     address that cannot be bound); for an enrolled node also ``KeyFileError`` / ``CertificateInvalid``
     (TLS key or certificate unusable, or naming another node) and ``DirectoryUnavailable`` /
-    ``DocumentExpired`` (no usable directory: refusing to serve rather than serve blind).
+    ``DocumentExpired`` (no usable directory: refusing to serve rather than serve blind), and
+    ``KeyFileError`` for a signing-key file that exists but cannot be opened.
+
+    When enrolled, :attr:`receiver` verifies and stores incoming envelopes and :attr:`delivery`
+    delivers the outbox (``retry_policy`` and ``delivery_poll_interval`` tune it; tests shorten them).
     """
 
-    def __init__(self, node: Node, *, max_workers: int = 8, trust: TrustStore | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        max_workers: int = 8,
+        trust: TrustStore | None = None,
+        retry_policy: RetryPolicy | None = None,
+        delivery_poll_interval: float = 1.0,
+    ) -> None:
         cfg = node.config
         self.node = node
         self.tls = cfg.enrolled
         self.trust: TrustStore | None = None
+        self.receiver: Receiver | None = None
+        self.delivery: DeliveryWorker | None = None
+        self._transport: GrpcTransport | None = None
+        disabled = ""
         interceptors: list[grpc.ServerInterceptor] = []  # type: ignore[type-arg]
         credentials: grpc.ServerCredentials | None = None
         if self.tls:
@@ -106,12 +207,48 @@ class NodeServer:
             interceptors.append(PeerAuthInterceptor(store.current, store.clock))
             self.trust = store
             log.info("node %s: mutual TLS with directory v%d", cfg.node_id, directory.version)
+            profiles = load_profiles()
+            if cfg.signing_key.exists():
+                signer = Ed25519Signer(read_signing_key(cfg.signing_key, passphrase_from_env()))
+                self.receiver = Receiver(
+                    node_id=cfg.node_id,
+                    engine=node.engine,
+                    keyring=node.keyring,
+                    directory=lambda: store.current(),
+                    profiles=profiles,
+                    signer=signer,
+                    clock=store.clock,
+                    on_accept=audit_receipts(cfg.node_id),
+                )
+            else:
+                disabled = "this node has no message-signing key"
+                log.warning("node %s: no signing key at %s; envelopes will be refused", cfg.node_id, cfg.signing_key)
+            self._transport = GrpcTransport(identity=identity, directory=store.current, clock=store.clock)
+            self.delivery = DeliveryWorker(
+                node_id=cfg.node_id,
+                engine=node.engine,
+                keyring=node.keyring,
+                transport=self._transport,
+                directory=store.current,
+                personal=personal_purposes(profiles),
+                policy=retry_policy,
+                clock=store.clock,
+                poll_interval=delivery_poll_interval,
+            )
         else:
             require_loopback(cfg.listen)
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        node_pb2_grpc.add_NodeExchangeServicer_to_server(NodeExchangeServicer(node), self._server)
+        node_pb2_grpc.add_NodeExchangeServicer_to_server(
+            NodeExchangeServicer(
+                node,
+                self.receiver,
+                disabled=disabled,
+                disabled_status=grpc.StatusCode.UNAVAILABLE if self.tls else grpc.StatusCode.UNIMPLEMENTED,
+            ),
+            self._server,
+        )
         county_pb2_grpc.add_CountyServicer_to_server(CountyServicer(node), self._server)
         if credentials is not None:
             port = self._server.add_secure_port(cfg.listen, credentials)
@@ -128,15 +265,24 @@ class NodeServer:
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.trust is not None:
             self.trust.start_refresher()
+        if self.delivery is not None:
+            self.delivery.start()
         log.info(
             "node %s serving on %s (%s)", self.node.config.node_id, self.address, "mTLS" if self.tls else "plaintext"
         )
 
     def stop(self, grace: float | None = None) -> None:
         self._health.enter_graceful_shutdown()  # health checks answer NOT_SERVING while draining
+        grace = self.node.config.grace_seconds if grace is None else grace
+        if self.delivery is not None:
+            self.delivery.request_stop()
+        if self._transport is not None:
+            self._transport.close()  # ends streams in flight: their rounds record a retry and finish
+        if self.delivery is not None:
+            self.delivery.stop(timeout=grace + 10.0)
         if self.trust is not None:
             self.trust.stop_refresher()
-        self._server.stop(self.node.config.grace_seconds if grace is None else grace).wait()
+        self._server.stop(grace).wait()
         self.node.engine.dispose()
         log.info("node %s stopped", self.node.config.node_id)
 

@@ -8,11 +8,14 @@ an :class:`~gateway.errors.InputError` (never a half-filled domain object).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from enum import StrEnum
 
-from tongban.v1 import common_pb2, records_pb2
+from tongban.v1 import common_pb2, exchange_pb2, records_pb2
 
+from gateway.domain.period import MonitoringPeriod
 from gateway.domain.records import (
     ChildKind,
     ChildRecord,
@@ -186,4 +189,305 @@ def record_from_wire(m: records_pb2.ChildRecord) -> ChildRecord:
         else None,
         disability=disability,
         key_care=key_care,
+    )
+
+
+# --- exchange payloads (SPEC §3): node to node, minimised per purpose ------------------------------
+#
+# These domain values are what the exchange hands to and receives from the purposes, matching and
+# reconciliation code. What each purpose may carry is decided by gateway/data/purposes.toml, not
+# here: a field converted here is still cleared by `purposes.minimise` if its purpose does not
+# declare it. Conversions from the wire name the offending field, never its value.
+
+# MigrantNotice.sex is an int32 holding tongban.v1.Sex values (records.proto is not imported there).
+_SEX_TO_INT = {sex: int(value) for sex, value in _SEX_TO_WIRE.items()}
+_SEX_FROM_INT = {value: sex for sex, value in _SEX_TO_INT.items()}
+_YEAR_MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])", re.ASCII)
+_TOKEN_BYTES = 32  # HMAC-SHA256 (gateway.exchange.tokens)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One migrant child as a residence node reports it to the registration node (``migrant_notice``).
+
+    No plain name and no ID number travel: ``id_token`` is the pairwise token of a valid ID number
+    (empty when the child has none), ``name_encoding`` and ``birth_encoding`` are keyed Bloom-filter
+    encodings for the fuzzy stage. ``notice_ref`` is opaque, chosen by the residence node, and is
+    what a match result answers. Personal fields are left out of ``repr``.
+    """
+
+    notice_ref: str
+    birth_year_month: str = field(repr=False)  # "2015-06"
+    sex: Sex = field(repr=False)
+    residence_division: str
+    registration_division: str
+    living_since: date | None = field(repr=False)
+    key_care: bool = field(repr=False)  # any key-care flag, as yes/no only
+    id_token: bytes = field(default=b"", repr=False)
+    name_encoding: bytes = field(default=b"", repr=False)
+    birth_encoding: bytes = field(default=b"", repr=False)
+
+
+def notice_from_record(
+    r: ChildRecord,
+    *,
+    notice_ref: str,
+    id_token: bytes = b"",
+    name_encoding: bytes = b"",
+    birth_encoding: bytes = b"",
+) -> Notice:
+    """The notice of a child record: the record minimised to what ``migrant_notice`` needs.
+
+    The birth date is reduced to year and month, key-care flags to yes/no; name, ID number,
+    guardian, parents and disability are left behind. Tokens and encodings are computed by the
+    caller under the pair key (``gateway.exchange.tokens``) and passed in.
+    """
+    return Notice(
+        notice_ref=notice_ref,
+        birth_year_month=f"{r.birth_date.year:04d}-{r.birth_date.month:02d}",
+        sex=r.sex,
+        residence_division=r.residence_division,
+        registration_division=r.registration_division,
+        living_since=r.living_since,
+        key_care=bool(r.key_care),
+        id_token=id_token,
+        name_encoding=name_encoding,
+        birth_encoding=birth_encoding,
+    )
+
+
+@dataclass(frozen=True)
+class NoticeBatch:
+    """One batch of a residence node's roster of notices for one registration node and period."""
+
+    period: str  # monitoring period label, e.g. "2026Q3"
+    roster_id: str
+    batch_index: int  # 0-based
+    notices: tuple[Notice, ...]
+
+
+def _division(value: str, name: str) -> str:
+    if len(value) != 6 or not value.isascii() or not value.isdigit():
+        raise InvalidRecord(f"{name} must be six digits")
+    return value
+
+
+def _period(value: str, name: str) -> str:
+    try:
+        return MonitoringPeriod.parse(value).label
+    except InputError:
+        raise InvalidRecord(f"{name} is not a monitoring period label") from None
+
+
+def _required(value: str, name: str) -> str:
+    if not value:
+        raise InvalidRecord(f"{name} is empty")
+    return value
+
+
+def notice_to_wire(n: Notice) -> exchange_pb2.MigrantNotice:
+    return exchange_pb2.MigrantNotice(
+        notice_ref=n.notice_ref,
+        id_token=n.id_token,
+        name_encoding=n.name_encoding,
+        birth_year_month=n.birth_year_month,
+        sex=_SEX_TO_INT[n.sex],
+        residence_division=n.residence_division,
+        registration_division=n.registration_division,
+        living_since=n.living_since.isoformat() if n.living_since is not None else "",
+        key_care=n.key_care,
+        birth_encoding=n.birth_encoding,
+    )
+
+
+def notice_from_wire(m: exchange_pb2.MigrantNotice, where: str = "notice") -> Notice:
+    """Convert and validate one notice; :class:`InvalidRecord` names the field (``where`` prefixes it)."""
+    if m.sex not in _SEX_FROM_INT:
+        raise InvalidRecord(f"{where}.sex is unspecified or unknown")
+    if not _YEAR_MONTH.fullmatch(m.birth_year_month):
+        raise InvalidRecord(f"{where}.birth_year_month must be YYYY-MM")
+    if m.id_token and len(m.id_token) != _TOKEN_BYTES:
+        raise InvalidRecord(f"{where}.id_token must be empty or {_TOKEN_BYTES} bytes")
+    living_since = None
+    if m.living_since:
+        try:
+            living_since = date.fromisoformat(m.living_since)
+        except ValueError:
+            raise InvalidRecord(f"{where}.living_since is not a YYYY-MM-DD date") from None
+        if m.living_since != living_since.isoformat():  # one spelling only (fromisoformat accepts others)
+            raise InvalidRecord(f"{where}.living_since is not a YYYY-MM-DD date")
+    return Notice(
+        notice_ref=_required(m.notice_ref, f"{where}.notice_ref"),
+        birth_year_month=m.birth_year_month,
+        sex=_SEX_FROM_INT[m.sex],
+        residence_division=_division(m.residence_division, f"{where}.residence_division"),
+        registration_division=_division(m.registration_division, f"{where}.registration_division"),
+        living_since=living_since,
+        key_care=m.key_care,
+        id_token=m.id_token,
+        name_encoding=m.name_encoding,
+        birth_encoding=m.birth_encoding,
+    )
+
+
+def notice_batch_to_wire(b: NoticeBatch) -> exchange_pb2.MigrantNoticeBatch:
+    return exchange_pb2.MigrantNoticeBatch(
+        period=b.period,
+        roster_id=b.roster_id,
+        batch_index=b.batch_index,
+        notices=[notice_to_wire(n) for n in b.notices],
+    )
+
+
+def notice_batch_from_wire(m: exchange_pb2.MigrantNoticeBatch) -> NoticeBatch:
+    """Convert and validate a batch; the first bad notice is named by its index (``notices[3].sex``)."""
+    return NoticeBatch(
+        period=_period(m.period, "period"),
+        roster_id=_required(m.roster_id, "roster_id"),
+        batch_index=m.batch_index,
+        notices=tuple(notice_from_wire(n, f"notices[{i}]") for i, n in enumerate(m.notices)),
+    )
+
+
+@dataclass(frozen=True)
+class RosterManifest:
+    """Closes a roster (``roster_manifest``): its size and a digest over its entries, in order."""
+
+    period: str
+    roster_id: str
+    count: int  # number of entries
+    batches: int  # number of batches
+    entries_sha256: bytes
+    purpose: str  # the purpose of the entries, e.g. "migrant_notice"
+
+
+def manifest_to_wire(r: RosterManifest) -> exchange_pb2.RosterManifest:
+    return exchange_pb2.RosterManifest(
+        period=r.period,
+        roster_id=r.roster_id,
+        count=r.count,
+        batches=r.batches,
+        entries_sha256=r.entries_sha256,
+        purpose=r.purpose,
+    )
+
+
+def manifest_from_wire(m: exchange_pb2.RosterManifest) -> RosterManifest:
+    if len(m.entries_sha256) != 32:
+        raise InvalidRecord("entries_sha256 must be 32 bytes")
+    if (m.count == 0) != (m.batches == 0) or m.batches > m.count:
+        raise InvalidRecord("count and batches contradict each other")
+    return RosterManifest(
+        period=_period(m.period, "period"),
+        roster_id=_required(m.roster_id, "roster_id"),
+        count=m.count,
+        batches=m.batches,
+        entries_sha256=m.entries_sha256,
+        purpose=_required(m.purpose, "purpose"),
+    )
+
+
+class MatchOutcome(StrEnum):
+    """What the registration node found for one notice (SPEC §5)."""
+
+    MATCHED = "matched"  # linked automatically
+    PROBABLE = "probable"  # for a person to review
+    POSSIBLE = "possible"  # for a person to review
+    NOT_FOUND = "not_found"
+
+
+class LedgerStatus(StrEnum):
+    """How the registration ledger records a found child."""
+
+    MIGRANT = "migrant"  # recorded as moved away, as the notice says
+    LEFT_BEHIND = "left_behind"  # recorded as left behind at home: a discrepancy to reconcile
+    NEITHER = "neither"
+
+
+_OUTCOME_TO_WIRE = {
+    MatchOutcome.MATCHED: exchange_pb2.MATCH_OUTCOME_MATCHED,
+    MatchOutcome.PROBABLE: exchange_pb2.MATCH_OUTCOME_PROBABLE,
+    MatchOutcome.POSSIBLE: exchange_pb2.MATCH_OUTCOME_POSSIBLE,
+    MatchOutcome.NOT_FOUND: exchange_pb2.MATCH_OUTCOME_NOT_FOUND,
+}
+_OUTCOME_FROM_WIRE = {v: k for k, v in _OUTCOME_TO_WIRE.items()}
+_LEDGER_TO_WIRE = {
+    LedgerStatus.MIGRANT: exchange_pb2.LEDGER_STATUS_MIGRANT,
+    LedgerStatus.LEFT_BEHIND: exchange_pb2.LEDGER_STATUS_LEFT_BEHIND,
+    LedgerStatus.NEITHER: exchange_pb2.LEDGER_STATUS_NEITHER,
+}
+_LEDGER_FROM_WIRE = {v: k for k, v in _LEDGER_TO_WIRE.items()}
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """The answer to one notice (``match_result``).
+
+    A found child (any outcome but ``NOT_FOUND``) has a ledger status and an opaque
+    ``registration_ref``; a child not found has neither.
+    """
+
+    notice_ref: str
+    outcome: MatchOutcome
+    ledger_status: LedgerStatus | None = None
+    registration_ref: str = ""
+
+    def __post_init__(self) -> None:
+        found = self.outcome is not MatchOutcome.NOT_FOUND
+        if found != (self.ledger_status is not None) or found != bool(self.registration_ref):
+            raise InvalidRecord(
+                "a found child has a ledger status and a registration reference; one not found has neither"
+            )
+
+
+@dataclass(frozen=True)
+class MatchResultBatch:
+    period: str
+    roster_id: str  # the residence node's roster the notices came in
+    batch_index: int
+    results: tuple[MatchResult, ...]
+
+
+def match_result_to_wire(r: MatchResult) -> exchange_pb2.MatchResult:
+    return exchange_pb2.MatchResult(
+        notice_ref=r.notice_ref,
+        outcome=_OUTCOME_TO_WIRE[r.outcome],
+        ledger_status=(
+            _LEDGER_TO_WIRE[r.ledger_status] if r.ledger_status is not None else exchange_pb2.LEDGER_STATUS_UNSPECIFIED
+        ),
+        registration_ref=r.registration_ref,
+    )
+
+
+def match_result_from_wire(m: exchange_pb2.MatchResult, where: str = "result") -> MatchResult:
+    if m.outcome not in _OUTCOME_FROM_WIRE:
+        raise InvalidRecord(f"{where}.outcome is unspecified or unknown")
+    if m.ledger_status != 0 and m.ledger_status not in _LEDGER_FROM_WIRE:
+        raise InvalidRecord(f"{where}.ledger_status is unknown")
+    try:
+        return MatchResult(
+            notice_ref=_required(m.notice_ref, f"{where}.notice_ref"),
+            outcome=_OUTCOME_FROM_WIRE[m.outcome],
+            ledger_status=_LEDGER_FROM_WIRE.get(m.ledger_status),
+            registration_ref=m.registration_ref,
+        )
+    except InvalidRecord as exc:
+        raise InvalidRecord(f"{where}: {exc.detail}") from None
+
+
+def match_batch_to_wire(b: MatchResultBatch) -> exchange_pb2.MatchResultBatch:
+    return exchange_pb2.MatchResultBatch(
+        period=b.period,
+        roster_id=b.roster_id,
+        batch_index=b.batch_index,
+        results=[match_result_to_wire(r) for r in b.results],
+    )
+
+
+def match_batch_from_wire(m: exchange_pb2.MatchResultBatch) -> MatchResultBatch:
+    return MatchResultBatch(
+        period=_period(m.period, "period"),
+        roster_id=_required(m.roster_id, "roster_id"),
+        batch_index=m.batch_index,
+        results=tuple(match_result_from_wire(r, f"results[{i}]") for i, r in enumerate(m.results)),
     )

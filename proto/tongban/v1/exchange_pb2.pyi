@@ -12,6 +12,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -22,6 +23,66 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _MatchOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MatchOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MatchOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MATCH_OUTCOME_UNSPECIFIED: _MatchOutcome.ValueType  # 0
+    """never sent: a receiver refuses it"""
+    MATCH_OUTCOME_MATCHED: _MatchOutcome.ValueType  # 1
+    """linked automatically (exact token, or fuzzy above the threshold)"""
+    MATCH_OUTCOME_PROBABLE: _MatchOutcome.ValueType  # 2
+    """a likely candidate, awaiting a person's review"""
+    MATCH_OUTCOME_POSSIBLE: _MatchOutcome.ValueType  # 3
+    """a weak candidate, awaiting a person's review"""
+    MATCH_OUTCOME_NOT_FOUND: _MatchOutcome.ValueType  # 4
+    """no such child in the registration ledger"""
+
+class MatchOutcome(_MatchOutcome, metaclass=_MatchOutcomeEnumTypeWrapper):
+    """What the registration place found for one notice (SPEC §5 outcomes)."""
+
+MATCH_OUTCOME_UNSPECIFIED: MatchOutcome.ValueType  # 0
+"""never sent: a receiver refuses it"""
+MATCH_OUTCOME_MATCHED: MatchOutcome.ValueType  # 1
+"""linked automatically (exact token, or fuzzy above the threshold)"""
+MATCH_OUTCOME_PROBABLE: MatchOutcome.ValueType  # 2
+"""a likely candidate, awaiting a person's review"""
+MATCH_OUTCOME_POSSIBLE: MatchOutcome.ValueType  # 3
+"""a weak candidate, awaiting a person's review"""
+MATCH_OUTCOME_NOT_FOUND: MatchOutcome.ValueType  # 4
+"""no such child in the registration ledger"""
+Global___MatchOutcome: _TypeAlias = MatchOutcome  # noqa: Y015
+
+class _LedgerStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LedgerStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LedgerStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEDGER_STATUS_UNSPECIFIED: _LedgerStatus.ValueType  # 0
+    """only with MATCH_OUTCOME_NOT_FOUND"""
+    LEDGER_STATUS_MIGRANT: _LedgerStatus.ValueType  # 1
+    """recorded as having moved away (流动儿童), as the notice says"""
+    LEDGER_STATUS_LEFT_BEHIND: _LedgerStatus.ValueType  # 2
+    """recorded as left behind at home (留守儿童): a discrepancy"""
+    LEDGER_STATUS_NEITHER: _LedgerStatus.ValueType  # 3
+    """recorded, but as neither migrant nor left-behind"""
+
+class LedgerStatus(_LedgerStatus, metaclass=_LedgerStatusEnumTypeWrapper):
+    """How the registration ledger (户籍地台账) records the matched child."""
+
+LEDGER_STATUS_UNSPECIFIED: LedgerStatus.ValueType  # 0
+"""only with MATCH_OUTCOME_NOT_FOUND"""
+LEDGER_STATUS_MIGRANT: LedgerStatus.ValueType  # 1
+"""recorded as having moved away (流动儿童), as the notice says"""
+LEDGER_STATUS_LEFT_BEHIND: LedgerStatus.ValueType  # 2
+"""recorded as left behind at home (留守儿童): a discrepancy"""
+LEDGER_STATUS_NEITHER: LedgerStatus.ValueType  # 3
+"""recorded, but as neither migrant nor left-behind"""
+Global___LedgerStatus: _TypeAlias = LedgerStatus  # noqa: Y015
 
 @_typing.final
 class MigrantNotice(_message.Message):
@@ -186,3 +247,67 @@ class SealedPayload(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SealedPayload: _TypeAlias = SealedPayload  # noqa: Y015
+
+@_typing.final
+class MatchResult(_message.Message):
+    """Purpose "match_result" (registration → residence): the answer to one MigrantNotice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_REF_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    LEDGER_STATUS_FIELD_NUMBER: _builtins.int
+    REGISTRATION_REF_FIELD_NUMBER: _builtins.int
+    notice_ref: _builtins.str
+    """the MigrantNotice.notice_ref this answers"""
+    outcome: Global___MatchOutcome.ValueType
+    ledger_status: Global___LedgerStatus.ValueType
+    registration_ref: _builtins.str
+    """opaque reference chosen by the registration node; empty if not found"""
+    def __init__(
+        self,
+        *,
+        notice_ref: _builtins.str = ...,
+        outcome: Global___MatchOutcome.ValueType = ...,
+        ledger_status: Global___LedgerStatus.ValueType = ...,
+        registration_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ledger_status", b"ledger_status", "notice_ref", b"notice_ref", "outcome", b"outcome", "registration_ref", b"registration_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchResult: _TypeAlias = MatchResult  # noqa: Y015
+
+@_typing.final
+class MatchResultBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    ROSTER_ID_FIELD_NUMBER: _builtins.int
+    BATCH_INDEX_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    """the period of the notices answered"""
+    roster_id: _builtins.str
+    """the residence node's roster the notices came in"""
+    batch_index: _builtins.int
+    """0-based, numbering the results batches of this roster"""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatchResult]: ...
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+        roster_id: _builtins.str = ...,
+        batch_index: _builtins.int = ...,
+        results: _abc.Iterable[Global___MatchResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_index", b"batch_index", "period", b"period", "results", b"results", "roster_id", b"roster_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchResultBatch: _TypeAlias = MatchResultBatch  # noqa: Y015

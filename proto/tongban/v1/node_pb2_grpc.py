@@ -5,6 +5,7 @@ import warnings
 
 from tongban.v1 import common_pb2 as tongban_dot_v1_dot_common__pb2
 from tongban.v1 import envelope_pb2 as tongban_dot_v1_dot_envelope__pb2
+from tongban.v1 import node_pb2 as tongban_dot_v1_dot_node__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -48,7 +49,7 @@ class NodeExchangeStub:
         self.DeliverStream = channel.stream_stream(
                 '/tongban.v1.NodeExchange/DeliverStream',
                 request_serializer=tongban_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
-                response_deserializer=tongban_dot_v1_dot_envelope__pb2.Receipt.FromString,
+                response_deserializer=tongban_dot_v1_dot_node__pb2.DeliveryResult.FromString,
                 _registered_method=True)
 
 
@@ -63,15 +64,19 @@ class NodeExchangeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Deliver(self, request, context):
-        """Deliver one envelope; the answer is the receiver's signed receipt. Idempotent: a repeated
-        message id returns the original receipt.
+        """Deliver one envelope; the answer is the receiver's signed receipt, or a gRPC status naming
+        the refusal ("<error code>: <public message>"). Idempotent: a repeated message id returns the
+        original receipt.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeliverStream(self, request_iterator, context):
-        """Deliver many envelopes (bulk rosters in batches); one receipt per envelope, in order.
+        """Deliver many envelopes (bulk rosters in batches): one result per envelope, in order — a
+        receipt, or the refusal of that envelope (one refused envelope does not end the stream). A
+        failure of the receiving node itself (no usable directory, database down) ends the stream with
+        a gRPC status; the sender resends every envelope that got no result.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +98,7 @@ def add_NodeExchangeServicer_to_server(servicer, server):
             'DeliverStream': grpc.stream_stream_rpc_method_handler(
                     servicer.DeliverStream,
                     request_deserializer=tongban_dot_v1_dot_envelope__pb2.Envelope.FromString,
-                    response_serializer=tongban_dot_v1_dot_envelope__pb2.Receipt.SerializeToString,
+                    response_serializer=tongban_dot_v1_dot_node__pb2.DeliveryResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,7 +181,7 @@ class NodeExchange:
             target,
             '/tongban.v1.NodeExchange/DeliverStream',
             tongban_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
-            tongban_dot_v1_dot_envelope__pb2.Receipt.FromString,
+            tongban_dot_v1_dot_node__pb2.DeliveryResult.FromString,
             options,
             channel_credentials,
             insecure,

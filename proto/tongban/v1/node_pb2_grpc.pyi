@@ -9,6 +9,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from tongban.v1 import common_pb2 as _common_pb2
 from tongban.v1 import envelope_pb2 as _envelope_pb2
+from tongban.v1 import node_pb2 as _node_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -37,11 +38,16 @@ class NodeExchangeStub:
     GetNodeInfo: _grpc.UnaryUnaryMultiCallable[_common_pb2.NodeInfoRequest, _common_pb2.NodeInfo]
     """Describe this node (no personal data)."""
     Deliver: _grpc.UnaryUnaryMultiCallable[_envelope_pb2.Envelope, _envelope_pb2.Receipt]
-    """Deliver one envelope; the answer is the receiver's signed receipt. Idempotent: a repeated
-    message id returns the original receipt.
+    """Deliver one envelope; the answer is the receiver's signed receipt, or a gRPC status naming
+    the refusal ("<error code>: <public message>"). Idempotent: a repeated message id returns the
+    original receipt.
     """
-    DeliverStream: _grpc.StreamStreamMultiCallable[_envelope_pb2.Envelope, _envelope_pb2.Receipt]
-    """Deliver many envelopes (bulk rosters in batches); one receipt per envelope, in order."""
+    DeliverStream: _grpc.StreamStreamMultiCallable[_envelope_pb2.Envelope, _node_pb2.DeliveryResult]
+    """Deliver many envelopes (bulk rosters in batches): one result per envelope, in order — a
+    receipt, or the refusal of that envelope (one refused envelope does not end the stream). A
+    failure of the receiving node itself (no usable directory, database down) ends the stream with
+    a gRPC status; the sender resends every envelope that got no result.
+    """
 
 @_typing.type_check_only
 class NodeExchangeAsyncStub(NodeExchangeStub):
@@ -49,11 +55,16 @@ class NodeExchangeAsyncStub(NodeExchangeStub):
     GetNodeInfo: _aio.UnaryUnaryMultiCallable[_common_pb2.NodeInfoRequest, _common_pb2.NodeInfo]  # type: ignore[assignment]
     """Describe this node (no personal data)."""
     Deliver: _aio.UnaryUnaryMultiCallable[_envelope_pb2.Envelope, _envelope_pb2.Receipt]  # type: ignore[assignment]
-    """Deliver one envelope; the answer is the receiver's signed receipt. Idempotent: a repeated
-    message id returns the original receipt.
+    """Deliver one envelope; the answer is the receiver's signed receipt, or a gRPC status naming
+    the refusal ("<error code>: <public message>"). Idempotent: a repeated message id returns the
+    original receipt.
     """
-    DeliverStream: _aio.StreamStreamMultiCallable[_envelope_pb2.Envelope, _envelope_pb2.Receipt]  # type: ignore[assignment]
-    """Deliver many envelopes (bulk rosters in batches); one receipt per envelope, in order."""
+    DeliverStream: _aio.StreamStreamMultiCallable[_envelope_pb2.Envelope, _node_pb2.DeliveryResult]  # type: ignore[assignment]
+    """Deliver many envelopes (bulk rosters in batches): one result per envelope, in order — a
+    receipt, or the refusal of that envelope (one refused envelope does not end the stream). A
+    failure of the receiving node itself (no usable directory, database down) ends the stream with
+    a gRPC status; the sender resends every envelope that got no result.
+    """
 
 class NodeExchangeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -70,8 +81,9 @@ class NodeExchangeServicer(metaclass=_abc_1.ABCMeta):
         request: _envelope_pb2.Envelope,
         context: _ServicerContext,
     ) -> _typing.Union[_envelope_pb2.Receipt, _abc.Awaitable[_envelope_pb2.Receipt]]:
-        """Deliver one envelope; the answer is the receiver's signed receipt. Idempotent: a repeated
-        message id returns the original receipt.
+        """Deliver one envelope; the answer is the receiver's signed receipt, or a gRPC status naming
+        the refusal ("<error code>: <public message>"). Idempotent: a repeated message id returns the
+        original receipt.
         """
 
     @_abc_1.abstractmethod
@@ -79,7 +91,11 @@ class NodeExchangeServicer(metaclass=_abc_1.ABCMeta):
         self,
         request_iterator: _MaybeAsyncIterator[_envelope_pb2.Envelope],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_envelope_pb2.Receipt], _abc.AsyncIterator[_envelope_pb2.Receipt]]:
-        """Deliver many envelopes (bulk rosters in batches); one receipt per envelope, in order."""
+    ) -> _typing.Union[_abc.Iterator[_node_pb2.DeliveryResult], _abc.AsyncIterator[_node_pb2.DeliveryResult]]:
+        """Deliver many envelopes (bulk rosters in batches): one result per envelope, in order — a
+        receipt, or the refusal of that envelope (one refused envelope does not end the stream). A
+        failure of the receiving node itself (no usable directory, database down) ends the stream with
+        a gRPC status; the sender resends every envelope that got no result.
+        """
 
 def add_NodeExchangeServicer_to_server(servicer: NodeExchangeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,256 @@
+"""How envelopes travel to a peer (SPEC §7: transport is pluggable).
+
+A :class:`Transport` takes a peer's node id and a batch of serialised envelopes and answers, for
+each envelope in order, the peer's signed :class:`Receipt` or a :class:`~gateway.errors.DeliveryFailed`
+(built by :mod:`gateway.exchange.retry`, so it carries a reason code and whether retrying can help).
+It never raises for a delivery problem, and it does not judge receipts: the delivery loop verifies
+each one against the directory (:func:`gateway.exchange.envelope.verify_receipt`) before believing it.
+
+:class:`GrpcTransport` is the default: one ``NodeExchange.DeliverStream`` call per batch, directly to
+the peer over mutual TLS (:func:`gateway.trust.tls.secure_channel_to`: the peer must be active in a
+fresh directory; only its province's CA is trusted; its certificate must name it). The envelope
+bytes go out **exactly as they were signed and stored** — the stream's request serialiser is the
+identity — so nothing is re-encoded on the way.
+
+**A store-and-forward relay fits behind the same interface** (not built yet). Because every envelope
+is signed end to end (and encrypted where it carries personal data) and every receipt is signed by
+the receiver, a relay needs no trust: a ``RelayTransport.deliver`` posts the batch to the hub and
+answers with whatever receipts the hub already holds for those message ids, and a transient
+``DeliveryFailed`` ("awaiting receipt") for the rest. The delivery loop then retries those later;
+the hub deduplicates by message id, and receivers are idempotent, so a resend only collects the
+receipt once it exists. Nothing above this interface changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, cast
+
+import grpc
+from tongban.v1 import node_pb2
+
+from gateway.errors import DeliveryFailed, GatewayError, NodeNotActive, TrustError, UnknownNode, UnknownProvince
+from gateway.exchange import receiver as receiver_mod
+from gateway.exchange.retry import Reason, failure, refusal_failure, stream_failure
+from gateway.trust.documents import NodeStatus
+from gateway.trust.tls import TlsIdentity, secure_channel_to
+from gateway.trust.verifier import Directory
+
+log = logging.getLogger("tongban.transport")
+
+_SERVICE = node_pb2.DESCRIPTOR.services_by_name["NodeExchange"]
+DELIVER_STREAM = f"/{_SERVICE.full_name}/{_SERVICE.methods_by_name['DeliverStream'].name}"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A receiver's signed receipt, serialised exactly as it arrived (``tongban.v1.Receipt``).
+    Unverified until the delivery loop has checked it."""
+
+    data: bytes = field(repr=False)
+
+
+Result = Receipt | DeliveryFailed
+
+
+class Transport(Protocol):
+    """Carries envelopes to a peer. See the module docstring."""
+
+    def deliver(self, peer_id: str, envelopes: Sequence[bytes]) -> list[Result]:
+        """One result per envelope, in order; never raises for a delivery problem."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; ``deliver`` may not be called afterwards."""
+        ...
+
+
+def _all(n: int, error: DeliveryFailed) -> list[Result]:
+    return [error] * n
+
+
+def _status_name(code: grpc.StatusCode | None) -> str:
+    return code.name if code is not None else "UNKNOWN"
+
+
+def _status_from_number(number: int) -> grpc.StatusCode | None:
+    return next((c for c in grpc.StatusCode if c.value[0] == number), None)
+
+
+@dataclass
+class _Cached:
+    channel: grpc.Channel
+    key: tuple[int, str, str]  # (directory version, endpoint, certificate): a change means redial
+
+
+class GrpcTransport:
+    """Direct gRPC over mutual TLS (see the module docstring).
+
+    ``directory(now)`` returns the node's current verified directory (``TrustStore.current``);
+    ``identity`` is the node's TLS key and certificate; ``timeout`` bounds one whole stream
+    (seconds). Channels are kept per peer and re-dialled when the directory changes the peer's
+    endpoint or certificate (or its version changes), so a revocation is honoured at once: the
+    peer's status is checked in the current directory before every batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        identity: TlsIdentity,
+        directory: Callable[[datetime], Directory],
+        clock: Callable[[], datetime],
+        timeout: float = 60.0,
+        options: Sequence[tuple[str, int | str]] = (),
+    ) -> None:
+        self._identity = identity
+        self._directory = directory
+        self._clock = clock
+        self._timeout = timeout
+        self._options = list(options)
+        self._lock = threading.Lock()
+        self._channels: dict[str, _Cached] = {}
+        self._closed = False
+
+    # --- choosing the channel -------------------------------------------------------------------
+
+    def _check_peer(self, peer_id: str, now: datetime) -> tuple[Directory, DeliveryFailed | None]:
+        try:
+            directory = self._directory(now)
+        except TrustError as exc:
+            raise _Refused(failure(Reason.DIRECTORY_UNUSABLE, exc.code)) from None
+        try:
+            entry = directory.entry(peer_id)
+        except UnknownNode:
+            return directory, failure(Reason.PEER_UNKNOWN, f"{peer_id} is not in directory v{directory.version}")
+        if entry.status is NodeStatus.REVOKED:
+            return directory, failure(Reason.PEER_REVOKED, f"{peer_id} is revoked in directory v{directory.version}")
+        if entry.status is not NodeStatus.ACTIVE:
+            return directory, failure(Reason.PEER_SUSPENDED, f"{peer_id} is {entry.status.value}")
+        return directory, None
+
+    def _channel(self, peer_id: str, directory: Directory, now: datetime) -> grpc.Channel:
+        entry = directory.entry(peer_id)
+        key = (directory.version, entry.endpoint, entry.tls_certificate)
+        with self._lock:
+            if self._closed:
+                raise _Refused(failure(Reason.PEER_ERROR, "the transport is closed"))
+            cached = self._channels.get(peer_id)
+            if cached is not None and cached.key == key:
+                return cached.channel
+            try:
+                channel = secure_channel_to(peer_id, directory, self._identity, now=now, options=self._options)
+            except NodeNotActive as exc:  # e.g. its certificate is outside its validity dates
+                raise _Refused(failure(Reason.PEER_SUSPENDED, exc.code)) from None
+            except (UnknownNode, UnknownProvince) as exc:
+                raise _Refused(failure(Reason.PEER_UNKNOWN, exc.code)) from None
+            except TrustError as exc:
+                raise _Refused(failure(Reason.DIRECTORY_UNUSABLE, exc.code)) from None
+            if cached is not None:
+                cached.channel.close()
+            self._channels[peer_id] = _Cached(channel, key)
+            return channel
+
+    # --- delivering -----------------------------------------------------------------------------
+
+    def deliver(self, peer_id: str, envelopes: Sequence[bytes]) -> list[Result]:
+        """Stream ``envelopes`` to ``peer_id``; see :class:`Transport`.
+
+        Before dialling: our directory must be usable (``directory_unusable``, transient), the peer
+        in it (``peer_unknown``, permanent), not revoked (``peer_revoked``, permanent) and active
+        (``peer_suspended``, transient). Then each result of the stream in order: a receipt, or the
+        receiver's refusal (permanent or not as :func:`~gateway.exchange.receiver.is_permanent`
+        says). If the stream ends early, every envelope without a result gets the failure for the
+        ending status (:data:`~gateway.exchange.retry.STREAM_STATUS`).
+        """
+        if not envelopes:
+            return []
+        now = self._clock()
+        try:
+            directory, refused = self._check_peer(peer_id, now)
+            if refused is not None:
+                return _all(len(envelopes), refused)
+            channel = self._channel(peer_id, directory, now)
+        except _Refused as exc:
+            return _all(len(envelopes), exc.failure)
+        call = channel.stream_stream(
+            DELIVER_STREAM,
+            request_serializer=_identity,
+            response_deserializer=node_pb2.DeliveryResult.FromString,
+        )
+        results: list[Result] = []
+        try:
+            responses = call(iter(envelopes), timeout=self._timeout)
+            for answer in responses:
+                if len(results) == len(envelopes):
+                    log.warning("peer %s answered more results than envelopes; ignoring the rest", peer_id)
+                    cast("grpc.Future[object]", responses).cancel()  # the call is also a Future
+                    break
+                results.append(_result(answer))
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            details = exc.details() if isinstance(exc, grpc.Call) else None
+            # The peer's public message is "<error code>: <text>"; keep only the code for the row.
+            error_code = _safe_code(details.split(":", 1)[0]) if details and ":" in details else ""
+            ended = stream_failure(_status_name(code), error_code)
+            # Dial afresh next time rather than wait out the channel's own reconnect back-off
+            # (up to minutes): the delivery loop's durable back-off already spaces the attempts.
+            self._forget(peer_id, channel)
+            log.info(
+                "delivery stream to %s ended (%s) after %d of %d", peer_id, ended.detail, len(results), len(envelopes)
+            )
+            return results + _all(len(envelopes) - len(results), ended)
+        if len(results) < len(envelopes):
+            short = failure(Reason.PEER_ERROR, "the stream ended without a result for every envelope")
+            results += _all(len(envelopes) - len(results), short)
+        return results
+
+    def _forget(self, peer_id: str, channel: grpc.Channel) -> None:
+        with self._lock:
+            cached = self._channels.get(peer_id)
+            if cached is None or cached.channel is not channel:
+                return
+            del self._channels[peer_id]
+        channel.close()
+
+    def close(self) -> None:
+        """Close every channel; streams still in flight end at once (gRPC cancels the calls of a
+        closed channel), so a stopping node does not wait out a hung peer's timeout."""
+        with self._lock:
+            self._closed = True
+            channels, self._channels = list(self._channels.values()), {}
+        for cached in channels:
+            cached.channel.close()
+
+
+class _Refused(GatewayError):
+    """Internal: a failure found before dialling, carried out of a helper."""
+
+    def __init__(self, error: DeliveryFailed) -> None:
+        self.failure = error
+        super().__init__(error.detail)
+
+
+def _safe_code(text: str) -> str:
+    """A peer-supplied error code, reduced to identifier characters (it is stored and logged)."""
+    return "".join(ch for ch in text[:60] if ch.isascii() and (ch.isalnum() or ch in "_-."))
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def _result(answer: node_pb2.DeliveryResult) -> Result:
+    kind = answer.WhichOneof("outcome")
+    if kind == "receipt":
+        # Re-serialising the Receipt keeps what its signature covers: the body travels as bytes.
+        return Receipt(answer.receipt.SerializeToString())
+    if kind == "refusal":
+        status = _status_from_number(answer.refusal.status_code)
+        error_code = _safe_code(answer.refusal.error_code)
+        permanent = status is not None and receiver_mod.is_permanent(status)
+        return refusal_failure(permanent=permanent, status_name=_status_name(status), error_code=error_code)
+    return failure(Reason.PEER_ERROR, "an empty result")
