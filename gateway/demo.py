@@ -51,11 +51,21 @@ from gateway.domain.period import Cadence, MonitoringPeriod
 from gateway.domain.records import ChildKind
 from gateway.domain.rules import load_rules
 from gateway.errors import GatewayError
+from gateway.exchange import outbox
+from gateway.exchange.purposes import load_profiles
+from gateway.exchange.rosters import received, send_migrant_roster
 from gateway.node import Node, init_node, open_node
 from gateway.roster import intake
 from gateway.store.schema import child_records
 from gateway.synth.generator import SynthSpec, generate, roster_for
-from gateway.trust.keyfile import ENV_PASSPHRASE, ENV_PASSPHRASE_FILE
+from gateway.trust.keyfile import (
+    ENV_PASSPHRASE,
+    ENV_PASSPHRASE_FILE,
+    passphrase_from_env,
+    read_encryption_key,
+    read_signing_key,
+)
+from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore
 from gateway.trust.tls import TlsIdentity, secure_channel_to
 from gateway.wire import node_info_from_wire
@@ -85,6 +95,7 @@ DEMO_NODES = (
     DemoNode("gz-zhijin", "520524", "registration place; revoked at the end of the story"),
 )
 REVOKED = "gz-zhijin"
+RESTARTED = "gz-zhijin"  # killed and restarted in the middle of the exchange
 REFRESH_SECONDS = 1.0  # the demo's nodes re-read the directory every second
 
 
@@ -233,6 +244,71 @@ def _rogue_call(address: str, target_node: str, ca_pem: bytes) -> str:
     except grpc.RpcError as exc:
         return f"refused: {exc.code().name}"
     raise DemoFailed("a certificate from an unknown CA was accepted")
+
+
+def _exchange(w: Any, running: list[RunningNode], callers: dict[str, Caller], period: str) -> dict[str, Any]:
+    """Step 4: migrant notices from the residence counties, one receiver restarted mid-run."""
+    w("\n4. Exchange: each residence county sends its migrant notices, as signed batches over mutual\n"
+      "   TLS, to the registration counties concerned (only pairwise ID tokens, no names or ID numbers)\n")  # fmt: skip
+    by_id = {r.spec.node_id: r for r in running}
+    crashed = by_id[RESTARTED]
+    crashed.process.kill()  # SIGKILL: a crash, not a graceful stop
+    crashed.process.wait()
+    w(f"   {RESTARTED} is killed (SIGKILL) before the notices go out: they wait in the senders' outboxes\n")
+    profiles = load_profiles()
+    passphrase = passphrase_from_env()
+    rosters: list[dict[str, Any]] = []
+    now = datetime.now(UTC)
+    for sender in ("cq-liangjiang", "sc-nanbu"):
+        node, cfg = by_id[sender].node, by_id[sender].node.config
+        sent = send_migrant_roster(
+            node_id=sender,
+            period=period,
+            children=node.children,
+            engine=node.engine,
+            keyring=node.keyring,
+            directory=callers[sender].trust.current(now),
+            profiles=profiles,
+            signer=Ed25519Signer(read_signing_key(cfg.signing_key, passphrase)),
+            encryption_key=read_encryption_key(cfg.encryption_key, passphrase),
+            now=now,
+        )
+        for r in sent.rosters:
+            rosters.append({"from": sender, "to": r.peer, "notices": r.notices, "envelopes": r.envelopes})
+            w(f"   {sender:<14} → {r.peer:<14} {r.notices:>4} notices in {r.batches} signed batch(es) + manifest, "
+              "queued (committed before the call returns)\n")  # fmt: skip
+    time.sleep(2)
+    proc, address, _tls = _start(crashed.node.config.path)
+    crashed.process, crashed.address = proc, address
+    w(f"   {RESTARTED} restarted; the senders' delivery workers retry with back-off until it answers\n")
+    deadline = time.monotonic() + 90
+    senders = [by_id["cq-liangjiang"].node, by_id["sc-nanbu"].node]
+    while True:
+        counts = [outbox.counts(n.engine) for n in senders]
+        pending = sum(k for c in counts for (_peer, status), k in c.items() if status is not outbox.Status.DELIVERED)
+        if pending == 0:
+            break
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"{pending} envelope(s) still undelivered after 90 s")
+        time.sleep(0.5)
+    delivered: dict[str, int] = {}
+    attempts: dict[str, int] = {}
+    receipts = 0
+    for sender_node in senders:
+        for row in outbox.list_messages(sender_node.engine, limit=100_000):
+            pair = f"{sender_node.config.node_id}→{row.peer}"
+            delivered[pair] = delivered.get(pair, 0) + 1
+            attempts[pair] = max(attempts.get(pair, 0), row.attempts)
+            receipts += row.has_receipt
+    received_total = {r.spec.node_id: sum(received(r.node.engine).values()) for r in running}
+    for pair, count in sorted(delivered.items()):
+        w(f"   delivered {pair:<26} {count} envelopes in {attempts[pair]} attempt(s), each with the receiver's "
+          "signed receipt kept as proof\n")  # fmt: skip
+    w(f"   envelopes accepted by each receiver (verified, stored once, sealed at rest): {received_total}\n")
+    if receipts != sum(delivered.values()):
+        raise DemoFailed("a delivered envelope has no receipt")
+    return {"rosters": rosters, "delivered": delivered, "attempts": attempts, "receipts": receipts,
+            "received": received_total, "restarted": RESTARTED}  # fmt: skip
 
 
 def _sealed_check(node: Node, period: str, sample: int = 50) -> dict[str, Any]:
@@ -425,8 +501,11 @@ def run(
             w(f"   {'(rogue CA)':<14} → {'cq-liangjiang':<14} {rogue} — a certificate claiming gz-zhijin "
               "from a CA no root names\n")  # fmt: skip
 
-            # --- 4. revocation ----------------------------------------------------------------
-            w(f"\n4. Revocation: 贵州省民政厅 revokes {REVOKED}; the directory is republished (v2)\n")
+            # --- 4. exchange ------------------------------------------------------------------
+            summary["exchange"] = _exchange(w, running, callers, period.label)
+
+            # --- 5. revocation ----------------------------------------------------------------
+            w(f"\n5. Revocation: 贵州省民政厅 revokes {REVOKED}; the directory is republished (v2)\n")
             _keys("node", "revoke", base / "provinces" / "52", REVOKED)
             _keys("province", "publish", base / "provinces" / "52", "--out", base / "provinces" / "52" / "part.json")
             verified = _publish_directory(base, [base / "provinces" / "52" / "part.json"], previous=True)
@@ -459,5 +538,5 @@ def run(
         finally:
             for r in running:
                 _stop(r.process)
-        w("\nNodes stopped gracefully (SIGTERM). Next in the story: signed envelopes between the nodes.\n")
+        w("\nNodes stopped gracefully (SIGTERM). Next in the story: matching the notices at the registration places.\n")
     return summary

@@ -60,6 +60,21 @@ def test_demo_tells_the_story_and_writes_json(tmp_path: Path) -> None:
         "after": "revocation",
     }
     assert "PERMISSION_DENIED" in calls[4]["result"]
+    # Exchange: every queued envelope delivered exactly once with a receipt, despite a receiver
+    # killed (SIGKILL) and restarted mid-run.
+    exchange = summary["exchange"]
+    expected = {f"{r['from']}→{r['to']}": r["envelopes"] for r in exchange["rosters"]}
+    assert set(expected) == {
+        "cq-liangjiang→sc-nanbu",
+        "cq-liangjiang→gz-zhijin",
+        "sc-nanbu→cq-liangjiang",
+        "sc-nanbu→gz-zhijin",
+    }
+    assert exchange["delivered"] == expected
+    assert exchange["receipts"] == sum(expected.values())
+    assert exchange["received"]["gz-zhijin"] == expected["cq-liangjiang→gz-zhijin"] + expected["sc-nanbu→gz-zhijin"]
+    assert exchange["received"]["sc-nanbu"] == expected["cq-liangjiang→sc-nanbu"]
+    assert exchange["attempts"]["cq-liangjiang→gz-zhijin"] >= 2, "the restarted receiver was retried"
     assert summary["trust"]["directory_version"] == 2
     assert summary["trust"]["root"] == {"version": 1, "keys": 3, "threshold": 2}
     assert "mutual TLS" in done.stdout

@@ -26,8 +26,13 @@ from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import MonitoringPeriod
 from gateway.domain.records import ChildKind, ChildRecord, Provenance
 from gateway.errors import InputError, InvalidRecord
+from gateway.exchange.purposes import load_profiles
+from gateway.exchange.rosters import send_migrant_roster
 from gateway.node import open_node
 from gateway.roster import intake
+from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
+from gateway.trust.signing import Ed25519Signer
+from gateway.trust.store import TrustStore
 
 
 def read_jsonl(stream: IO[str], *, source: str, node_id: str) -> Iterator[ChildRecord | InputError]:
@@ -94,6 +99,44 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _send(args: argparse.Namespace) -> int:
+    period = MonitoringPeriod.parse(args.period)
+    cfg = config_mod.load(config_path(args))
+    node = open_node(cfg)
+    try:
+        trust = TrustStore.from_config(cfg)
+        now = datetime.now(UTC)
+        directory = trust.refresh(now) if cfg.directory_source else trust.current(now)
+        passphrase = passphrase_from_env()
+        summary = send_migrant_roster(
+            node_id=cfg.node_id,
+            period=period.label,
+            children=node.children,
+            engine=node.engine,
+            keyring=node.keyring,
+            directory=directory,
+            profiles=load_profiles(),
+            signer=Ed25519Signer(read_signing_key(cfg.signing_key, passphrase)),
+            encryption_key=read_encryption_key(cfg.encryption_key, passphrase),
+            now=now,
+            batch_size=args.batch_size,
+        )
+    finally:
+        node.engine.dispose()
+    for r in summary.rosters:
+        print(
+            f"{r.peer} ({r.registration_division}): {r.notices} notices in {r.batches} batch(es) + manifest, "
+            f"{r.without_token} without ID token; roster {r.roster_id}"
+        )
+    for division, n in sorted(summary.unroutable.items()):
+        print(f"{division}: {n} notices NOT queued — no active node serves this division", file=sys.stderr)
+    print(
+        f"period {summary.period}: {summary.envelopes} envelopes queued for delivery "
+        "(the running node delivers them; see `tongban outbox list`)"
+    )
+    return 65 if summary.unroutable else 0
+
+
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = groups.add_parser("roster", help="import a county ledger into the node; count it")
     sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
@@ -103,6 +146,16 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     imp.add_argument("--period", required=True, help="monitoring period label, e.g. 2026Q3")
     imp.add_argument("file", help="JSON Lines file, or - for stdin")
     imp.set_defaults(handler=_import)
+
+    send = sub.add_parser(
+        "send",
+        help="queue this period's migrant notices for every registration county concerned "
+        "(exit 65 if a county has no node)",
+    )
+    add_config_argument(send)
+    send.add_argument("--period", required=True, help="monitoring period label, e.g. 2026Q3")
+    send.add_argument("--batch-size", type=int, default=1000, help="notices per signed envelope (default: %(default)s)")
+    send.set_defaults(handler=_send)
 
     summ = sub.add_parser("summary", help="children stored for a period, by kind (no personal data)")
     add_config_argument(summ)

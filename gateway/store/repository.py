@@ -41,7 +41,13 @@ class ChildRepository(Protocol):
 
     def find_by_id_number(self, id_number: str, *, period: str) -> ChildRecord | None: ...
 
-    def iter_period(self, period: str, *, kind: ChildKind | None = None) -> Iterator[ChildRecord]: ...
+    def iter_period(
+        self, period: str, *, kind: ChildKind | None = None, registration_division: str | None = None
+    ) -> Iterator[ChildRecord]: ...
+
+    def registration_divisions(self, period: str, *, kind: ChildKind | None = None) -> list[str]:
+        """The distinct registration divisions of a period's records (plain index columns only)."""
+        ...
 
     def count(self, period: str, *, kind: ChildKind | None = None) -> int: ...
 
@@ -137,7 +143,9 @@ class SqlChildRepository:
             row = conn.execute(query).first()
         return None if row is None else self._open(row)
 
-    def iter_period(self, period: str, *, kind: ChildKind | None = None) -> Iterator[ChildRecord]:
+    def iter_period(
+        self, period: str, *, kind: ChildKind | None = None, registration_division: str | None = None
+    ) -> Iterator[ChildRecord]:
         # Keyset pagination on the primary key: bounded memory and no long-lived cursor.
         last = ""
         while True:
@@ -149,6 +157,8 @@ class SqlChildRepository:
             )
             if kind is not None:
                 query = query.where(child_records.c.kind == kind.value)
+            if registration_division is not None:
+                query = query.where(child_records.c.registration_division == registration_division)
             with self._engine.connect() as conn:
                 rows = conn.execute(query).all()
             if not rows:
@@ -156,6 +166,14 @@ class SqlChildRepository:
             for row in rows:
                 yield self._open(row)
             last = rows[-1].record_id
+
+    def registration_divisions(self, period: str, *, kind: ChildKind | None = None) -> list[str]:
+        c = child_records.c
+        query = select(c.registration_division).where(c.period == period).distinct()
+        if kind is not None:
+            query = query.where(c.kind == kind.value)
+        with self._engine.connect() as conn:
+            return sorted(conn.execute(query).scalars())
 
     def count(self, period: str, *, kind: ChildKind | None = None) -> int:
         query = select(func.count()).select_from(child_records).where(child_records.c.period == period)
