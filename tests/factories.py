@@ -25,6 +25,19 @@ from gateway.domain.records import (
 fake = Faker("zh_CN")
 Faker.seed(20261123)
 
+# Every personal value the test process put in a record — names, ID numbers, guardians' names and
+# phones: those made here, and (through the hook in tests/conftest.py) those of every other
+# ChildRecord built during the session. tests/test_zz_log_hygiene.py looks for them in the logs.
+PERSONAL_VALUES: set[str] = set()
+
+
+def remember(record: ChildRecord) -> None:
+    """Add the personal values of ``record`` to :data:`PERSONAL_VALUES`."""
+    values = [record.name, record.id_number]
+    if record.guardian is not None:
+        values += [record.guardian.name, record.guardian.phone]
+    PERSONAL_VALUES.update(v for v in values if v)
+
 
 def child(
     n: int,
@@ -42,7 +55,7 @@ def child(
     if (seq % 2 == 1) != (sex is Sex.MALE):
         seq = (seq + 1) % 1000
     name = fake.last_name() + fake.first_name_male() if sex is Sex.MALE else fake.name_female()
-    return ChildRecord(
+    record = ChildRecord(
         record_id=str(uuid.UUID(int=n + 1)),
         id_number=idnumber.make(registration, born, seq) if with_id else None,
         name=name,
@@ -67,3 +80,5 @@ def child(
         disability=Disability(DisabilityCategory.HEARING, 2) if disabled else None,
         key_care=frozenset({KeyCareFlag.FAMILY_HARDSHIP}) if n % 5 == 0 else frozenset(),
     )
+    remember(record)
+    return record

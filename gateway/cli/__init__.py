@@ -21,12 +21,12 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
+from gateway import logs
 from gateway.errors import GatewayError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -54,18 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    if not args.verbose:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
     try:
+        # stderr, plus TONGBAN_LOG_FILE / TONGBAN_LOG_FORMAT; alembic quiet unless --verbose.
+        logs.configure(args.verbose)
         return handler(args)
     except GatewayError as exc:
         if args.verbose:
