@@ -25,6 +25,24 @@ Key and trust files have defaults inside the data directory (``keys/tls.key.pem`
 ``keys/tls.crt.pem``, ``keys/signing.key.pem``, ``keys/encryption.key.pem``, ``trust/root.json``,
 ``trust/state.json``, ``trust/directory.json``); ``[trust] directory`` names where the signed
 directory is published (a file path or an http(s) URL) and ``refresh_seconds`` how often to fetch.
+
+``[exchange]`` says how envelopes travel (SPEC §4, §7; all optional)::
+
+    [exchange]
+    transport = "direct"        # or "relay": send every envelope through the relay node below
+    relay = "cq-hub"            # the relay node senders push to (required when transport = "relay")
+    relays = ["cq-hub"]         # relay nodes this node pulls from and accepts relayed envelopes from;
+                                # empty (the default) accepts no relayed envelope at all
+    serve_relay = false         # true: this node also serves the tongban.v1.Relay service
+    poll_seconds = 1.0          # how often the delivery loop and the relay pullers look for work
+    timeout_seconds = 60.0      # the longest one delivery stream may take
+    lease_seconds = 300.0       # how long a delivery worker holds claimed outbox rows (covers one round)
+    batch_size = 100            # envelopes per delivery stream (and per relay pull)
+    retry_base_seconds = 5.0    # first back-off after a failed delivery, doubling each time ...
+    retry_max_seconds = 1800.0  # ... up to this
+
+A list from the environment is comma-separated (``TONGBAN_EXCHANGE_RELAYS=cq-hub,sc-hub``); a
+boolean is ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
 """
 
 from __future__ import annotations
@@ -54,6 +72,18 @@ _SCHEMA: dict[str, dict[str, type]] = {
         "encryption_key": str,
     },
     "trust": {"root": str, "directory": str, "refresh_seconds": float, "state": str, "last_good": str},
+    "exchange": {
+        "transport": str,
+        "relay": str,
+        "relays": list,
+        "serve_relay": bool,
+        "poll_seconds": float,
+        "timeout_seconds": float,
+        "lease_seconds": float,
+        "batch_size": int,
+        "retry_base_seconds": float,
+        "retry_max_seconds": float,
+    },
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "node": {"endpoint": ""},
@@ -73,7 +103,21 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "state": "trust/state.json",
         "last_good": "trust/directory.json",
     },
+    "exchange": {
+        "transport": "direct",
+        "relay": "",
+        "relays": [],
+        "serve_relay": False,
+        "poll_seconds": 1.0,
+        "timeout_seconds": 60.0,
+        "lease_seconds": 300.0,
+        "batch_size": 100,
+        "retry_base_seconds": 5.0,
+        "retry_max_seconds": 1800.0,
+    },
 }
+TRANSPORTS = ("direct", "relay")
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
 
 
 @dataclass(frozen=True)
@@ -99,6 +143,16 @@ class NodeConfig:
     refresh_seconds: float = 300.0
     trust_state: Path = Path("trust/state.json")
     last_good_directory: Path = Path("trust/directory.json")
+    exchange_transport: str = "direct"
+    exchange_relay: str = ""
+    exchange_relays: tuple[str, ...] = ()
+    serve_relay: bool = False
+    exchange_poll_seconds: float = 1.0
+    exchange_timeout_seconds: float = 60.0
+    exchange_lease_seconds: float = 300.0
+    exchange_batch_size: int = 100
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 1800.0
 
     @property
     def enrolled(self) -> bool:
@@ -114,6 +168,58 @@ def validate_node_id(node_id: str) -> str:
     if not _NODE_ID.match(node_id):
         raise ConfigError("node id must be 3-63 characters of a-z, 0-9 and '-', starting alphanumeric")
     return node_id
+
+
+def _from_env(var: str, text: str, kind: type) -> Any:
+    """An environment override as a value of ``kind`` (lists comma-separated, booleans by word)."""
+    if kind is list:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if kind is bool:
+        word = text.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ConfigError(f"{var} must be true or false")
+        return word in _TRUE
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{var} must be a {kind.__name__}") from None
+
+
+def _exchange(path: Path, ex: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``[exchange]`` (fail closed: an unknown transport or a relay without a node id is an
+    error, never a fallback to direct delivery)."""
+    if ex["transport"] not in TRANSPORTS:
+        raise ConfigError(f"{path}: exchange.transport must be one of {', '.join(TRANSPORTS)}")
+    if ex["transport"] == "relay" and not ex["relay"]:
+        raise ConfigError(f'{path}: exchange.transport = "relay" needs exchange.relay (the relay\'s node id)')
+    if ex["relay"]:
+        validate_node_id(ex["relay"])
+    relays = ex["relays"]
+    if not all(isinstance(r, str) for r in relays):
+        raise ConfigError(f"{path}: exchange.relays must be a list of node ids")
+    for relay in relays:
+        validate_node_id(relay)
+    if len(set(relays)) != len(relays):
+        raise ConfigError(f"{path}: exchange.relays names a node twice")
+    for key in ("poll_seconds", "timeout_seconds", "lease_seconds", "retry_base_seconds"):
+        if ex[key] <= 0:
+            raise ConfigError(f"{path}: exchange.{key} must be positive")
+    if ex["retry_max_seconds"] < ex["retry_base_seconds"]:
+        raise ConfigError(f"{path}: exchange.retry_max_seconds must be at least retry_base_seconds")
+    if isinstance(ex["batch_size"], bool) or ex["batch_size"] < 1:
+        raise ConfigError(f"{path}: exchange.batch_size must be a positive integer")
+    return {
+        "exchange_transport": ex["transport"],
+        "exchange_relay": ex["relay"],
+        "exchange_relays": tuple(relays),
+        "serve_relay": ex["serve_relay"],
+        "exchange_poll_seconds": ex["poll_seconds"],
+        "exchange_timeout_seconds": ex["timeout_seconds"],
+        "exchange_lease_seconds": ex["lease_seconds"],
+        "exchange_batch_size": ex["batch_size"],
+        "retry_base_seconds": ex["retry_base_seconds"],
+        "retry_max_seconds": ex["retry_max_seconds"],
+    }
 
 
 def _resolve_sqlite(url: str, base: Path) -> str:
@@ -146,10 +252,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
         for key, kind in keys.items():
             var = f"TONGBAN_{section}_{key}".upper()
             if var in env:
-                try:
-                    merged[section][key] = kind(env[var])
-                except ValueError:
-                    raise ConfigError(f"{var} must be a {kind.__name__}") from None
+                merged[section][key] = _from_env(var, env[var], kind)
             if key not in merged[section]:
                 raise ConfigError(f"{path}: missing {section}.{key}")
             value = merged[section][key]
@@ -187,6 +290,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
         refresh_seconds=trust["refresh_seconds"],
         trust_state=base / trust["state"],
         last_good_directory=base / trust["last_good"],
+        **_exchange(path, merged["exchange"]),
     )
 
 

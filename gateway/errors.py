@@ -405,6 +405,22 @@ class SealedPayloadRefused(ExchangeError):
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
 
 
+class RelayNotAllowed(ExchangeError):
+    """An envelope arrived through a relay this node does not accept: not in ``[exchange] relays``
+    (an empty list accepts none), or not an active directory node."""
+
+    code = "relay_not_allowed"
+    public_message = "the envelope came through a relay this node does not accept"
+
+
+class RelayItemInvalid(ExchangeError):
+    """A relayed item's routing fields (sender, recipient, message id) do not match the envelope
+    sealed inside it, or the item cannot hold an envelope at all."""
+
+    code = "relay_item_invalid"
+    public_message = "the relayed item does not match the envelope it carries"
+
+
 class ReceiptInvalid(ExchangeError):
     """Raised at the sender: a receipt that does not prove delivery of the message it was sent for
     (malformed, not signed by a valid key of the receiver, or naming another message or content)."""

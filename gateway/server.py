@@ -22,6 +22,13 @@ Two modes, chosen by :attr:`NodeConfig.enrolled` (a TLS certificate and a pinned
   retry) and says so in its log.
 * **not enrolled** — plaintext, and then only on a loopback address: an unauthenticated port
   never faces a network.
+
+Relay mode (``[exchange]``, see :mod:`gateway.exchange.relay`), enrolled nodes only:
+``transport = "relay"`` delivers the outbox through the relay node ``relay`` instead of directly;
+``relays = [...]`` runs one :class:`~gateway.exchange.relay.RelayPuller` per relay and lets the
+receiver accept envelopes relayed by them (none when the list is empty; none either without the
+node's encryption-key file, which opens relayed items); ``serve_relay = true`` also serves
+``tongban.v1.Relay`` over the same mutual TLS and interceptor, storing items in this node's database.
 """
 
 from __future__ import annotations
@@ -34,24 +41,27 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from datetime import timedelta
 from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy import Connection
-from tongban.v1 import common_pb2, county_pb2_grpc, envelope_pb2, node_pb2, node_pb2_grpc
+from tongban.v1 import common_pb2, county_pb2_grpc, envelope_pb2, node_pb2, node_pb2_grpc, relay_pb2_grpc
 
 from gateway import audit
+from gateway.config import NodeConfig
 from gateway.errors import ConfigError, ExchangeError, GatewayError
 from gateway.exchange.delivery import DeliveryWorker, personal_purposes
 from gateway.exchange.envelope import Verified
 from gateway.exchange.purposes import load_profiles
 from gateway.exchange.receiver import OnAccept, Receiver, public_message, status_for
+from gateway.exchange.relay import RelayPuller, RelayServicer, RelayStore, RelayTransport, SqlRelayStore
 from gateway.exchange.retry import RetryPolicy
-from gateway.exchange.transport import GrpcTransport
+from gateway.exchange.transport import GrpcTransport, Transport
 from gateway.node import Node
 from gateway.trust.interceptor import PeerAuthInterceptor, authenticated_peer
-from gateway.trust.keyfile import passphrase_from_env, read_signing_key
+from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
 from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore
 from gateway.trust.tls import TlsIdentity, server_credentials
@@ -60,6 +70,7 @@ from gateway.wire import node_info_to_wire
 log = logging.getLogger("tongban.server")
 
 SERVICE_NAMES = ("tongban.v1.NodeExchange", "tongban.v1.County")
+RELAY_SERVICE = "tongban.v1.Relay"
 
 
 class NodeExchangeServicer(node_pb2_grpc.NodeExchangeServicer):
@@ -177,7 +188,11 @@ class NodeServer:
     ``KeyFileError`` for a signing-key file that exists but cannot be opened.
 
     When enrolled, :attr:`receiver` verifies and stores incoming envelopes and :attr:`delivery`
-    delivers the outbox (``retry_policy`` and ``delivery_poll_interval`` tune it; tests shorten them).
+    delivers the outbox, directly or through the configured relay; :attr:`pullers` pull from the
+    configured relays and :attr:`relay` serves the relay role when configured (see the module
+    docstring). ``[exchange]`` tunes them; ``retry_policy`` and ``delivery_poll_interval`` override
+    the configured back-off and poll interval, and ``relay_store`` the relay's store (tests use
+    them to shorten waits and to inject a misbehaving relay).
     """
 
     def __init__(
@@ -187,7 +202,8 @@ class NodeServer:
         max_workers: int = 8,
         trust: TrustStore | None = None,
         retry_policy: RetryPolicy | None = None,
-        delivery_poll_interval: float = 1.0,
+        delivery_poll_interval: float | None = None,
+        relay_store: RelayStore | None = None,
     ) -> None:
         cfg = node.config
         self.node = node
@@ -195,7 +211,10 @@ class NodeServer:
         self.trust: TrustStore | None = None
         self.receiver: Receiver | None = None
         self.delivery: DeliveryWorker | None = None
-        self._transport: GrpcTransport | None = None
+        self.pullers: list[RelayPuller] = []
+        self.relay: RelayServicer | None = None
+        self._transport: Transport | None = None
+        poll = cfg.exchange_poll_seconds if delivery_poll_interval is None else delivery_poll_interval
         disabled = ""
         interceptors: list[grpc.ServerInterceptor] = []  # type: ignore[type-arg]
         credentials: grpc.ServerCredentials | None = None
@@ -219,11 +238,30 @@ class NodeServer:
                     signer=signer,
                     clock=store.clock,
                     on_accept=audit_receipts(cfg.node_id),
+                    relays=cfg.exchange_relays,
                 )
             else:
                 disabled = "this node has no message-signing key"
                 log.warning("node %s: no signing key at %s; envelopes will be refused", cfg.node_id, cfg.signing_key)
-            self._transport = GrpcTransport(identity=identity, directory=store.current, clock=store.clock)
+            timeout = cfg.exchange_timeout_seconds
+            if cfg.exchange_transport == "relay":
+                self._transport = RelayTransport(
+                    node_id=cfg.node_id,
+                    relay_id=cfg.exchange_relay,
+                    identity=identity,
+                    directory=store.current,
+                    clock=store.clock,
+                    timeout=timeout,
+                )
+                log.info("node %s: delivering through relay %s", cfg.node_id, cfg.exchange_relay)
+            else:
+                self._transport = GrpcTransport(
+                    identity=identity, directory=store.current, clock=store.clock, timeout=timeout
+                )
+            policy = retry_policy or RetryPolicy(
+                base_delay=timedelta(seconds=cfg.retry_base_seconds),
+                max_delay=timedelta(seconds=cfg.retry_max_seconds),
+            )
             self.delivery = DeliveryWorker(
                 node_id=cfg.node_id,
                 engine=node.engine,
@@ -231,10 +269,19 @@ class NodeServer:
                 transport=self._transport,
                 directory=store.current,
                 personal=personal_purposes(profiles),
-                policy=retry_policy,
+                policy=policy,
                 clock=store.clock,
-                poll_interval=delivery_poll_interval,
+                batch_size=cfg.exchange_batch_size,
+                lease=timedelta(seconds=cfg.exchange_lease_seconds),
+                poll_interval=poll,
             )
+            if cfg.exchange_relays and self.receiver is not None:
+                self.pullers = self._pullers(cfg, self.receiver, identity, store, poll)
+            if cfg.serve_relay:
+                self.relay = RelayServicer(
+                    relay_store or SqlRelayStore(node.engine), directory=store.current, clock=store.clock
+                )
+                log.info("node %s: serving the relay role", cfg.node_id)
         else:
             require_loopback(cfg.listen)
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors)
@@ -250,6 +297,8 @@ class NodeServer:
             self._server,
         )
         county_pb2_grpc.add_CountyServicer_to_server(CountyServicer(node), self._server)
+        if self.relay is not None:
+            relay_pb2_grpc.add_RelayServicer_to_server(self.relay, self._server)
         if credentials is not None:
             port = self._server.add_secure_port(cfg.listen, credentials)
         else:
@@ -259,14 +308,41 @@ class NodeServer:
         host = cfg.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
 
+    @staticmethod
+    def _pullers(
+        cfg: NodeConfig, receiver: Receiver, identity: TlsIdentity, store: TrustStore, poll: float
+    ) -> list[RelayPuller]:
+        if not cfg.encryption_key.exists():
+            log.warning("node %s: no encryption key at %s; not pulling from relays", cfg.node_id, cfg.encryption_key)
+            return []
+        private = read_encryption_key(cfg.encryption_key, passphrase_from_env())
+        return [
+            RelayPuller(
+                node_id=cfg.node_id,
+                relay_id=relay_id,
+                receiver=receiver,
+                identity=identity,
+                directory=store.current,
+                encryption_key=private,
+                clock=store.clock,
+                batch_size=cfg.exchange_batch_size,
+                poll_interval=poll,
+                timeout=cfg.exchange_timeout_seconds,
+            )
+            for relay_id in cfg.exchange_relays
+        ]
+
     def start(self) -> None:
         self._server.start()
-        for name in ("", *SERVICE_NAMES):
+        services = (*SERVICE_NAMES, RELAY_SERVICE) if self.relay is not None else SERVICE_NAMES
+        for name in ("", *services):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.trust is not None:
             self.trust.start_refresher()
         if self.delivery is not None:
             self.delivery.start()
+        for puller in self.pullers:
+            puller.start()
         log.info(
             "node %s serving on %s (%s)", self.node.config.node_id, self.address, "mTLS" if self.tls else "plaintext"
         )
@@ -276,6 +352,8 @@ class NodeServer:
         grace = self.node.config.grace_seconds if grace is None else grace
         if self.delivery is not None:
             self.delivery.request_stop()
+        for puller in self.pullers:
+            puller.stop(timeout=grace + 10.0)
         if self._transport is not None:
             self._transport.close()  # ends streams in flight: their rounds record a retry and finish
         if self.delivery is not None:

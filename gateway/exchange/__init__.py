@@ -15,7 +15,8 @@ purposes, then the domain.
 * :mod:`gateway.exchange.e2e` — HPKE (RFC 9180) encryption of case payloads to the recipient
   node's directory encryption key, so relays, proxies and logs see only ciphertext.
 * ``envelope``, ``receiver``, ``outbox``, ``delivery``, ``retry``, ``transport`` — signing, checking,
-  storing and moving envelopes.
+  storing and moving envelopes; ``relay`` — moving them through a store-and-forward hub that can
+  neither read nor forge them.
 
 The ``purposes`` and ``tokens`` cores are pure (no sockets, no database, no clock).
 """

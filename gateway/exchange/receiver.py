@@ -1,7 +1,8 @@
 """Receiving envelopes: every check of SPEC §3, in a fixed order, before anything is stored.
 
 :meth:`Receiver.receive` takes an envelope (its bytes, or the message gRPC decoded) and the TLS peer
-the interceptor authenticated, and runs these checks **in this order**. The first that fails raises
+the interceptor authenticated (or, on the relay path below, the relay it came through), and runs
+these checks **in this order**. The first that fails raises
 its own :class:`~gateway.errors.ExchangeError` subclass and **nothing is written**:
 
 1. **Size** — at most :data:`~gateway.exchange.envelope.MAX_ENVELOPE_BYTES` (``EnvelopeTooLarge``).
@@ -43,6 +44,23 @@ original receipt — otherwise a delivered message would be dead-lettered as ref
 duplicate accepts nothing new, so no time rule applies to it; a *new* message still passes all of
 10 and 11. Replays of expired envelopes whose inbox row has been pruned are refused by step 10.
 
+**Two paths, one named.** Directly, the envelope arrives on a mutual-TLS call and step 3 binds it to
+the TLS peer: the sender is authenticated twice, by its certificate *and* its signature, so a
+stolen signing key alone cannot send in a node's name. Through a store-and-forward relay
+(:mod:`gateway.exchange.relay`) the TLS peer is the relay, not the sender, so step 3 cannot hold;
+:meth:`Receiver.receive` is then called with ``relayed_by=<the relay's entry>`` instead of ``peer``,
+and step 3 becomes:
+
+3'. **The relay is one this node accepts** (``RelayNotAllowed``): its node id is in the configured
+    allow-list (``[exchange] relays``; an **empty list accepts no relayed envelope** — fail closed),
+    and it is active in the same fresh directory as the sender (checked with step 4).
+
+On that path **the sender is authenticated by the envelope signature alone** (step 5), which is why
+the relay path exists only when an operator names the relays. Everything else — recipient, purpose
+and pair rules, duplicate and replay protection, time window, payload profile — is identical, and
+so is the receipt: it names the envelope digest, so a relay can neither alter the envelope nor pass
+off a receipt for other content.
+
 Errors that are not about the envelope propagate unchanged and store nothing either: the directory
 unavailable or expired (``DirectoryUnavailable`` / ``DocumentExpired``), the database unavailable
 (``StorageError``). :func:`status_for` maps every one of them, once, to a gRPC status;
@@ -52,7 +70,7 @@ unavailable or expired (``DirectoryUnavailable`` / ``DocumentExpired``), the dat
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 
 import grpc
@@ -73,6 +91,8 @@ from gateway.errors import (
     PayloadInvalid,
     PurposeNotAllowed,
     ReceiptInvalid,
+    RelayItemInvalid,
+    RelayNotAllowed,
     ReplayedMessage,
     SenderMismatch,
     SenderNotActive,
@@ -168,6 +188,13 @@ STATUS: Mapping[type[ExchangeError], grpc.StatusCode] = {
 """How each refusal of an envelope surfaces to the sender. Looked up along the error's class
 hierarchy; an ``ExchangeError`` not listed is ``INVALID_ARGUMENT`` (refused, not "try again")."""
 
+RELAY_STATUS: Mapping[type[ExchangeError], grpc.StatusCode] = {
+    RelayNotAllowed: grpc.StatusCode.PERMISSION_DENIED,
+    RelayItemInvalid: grpc.StatusCode.INVALID_ARGUMENT,
+}
+"""The refusals only the relay path raises (step 3', and the puller's opening of a relayed item),
+mapped like :data:`STATUS`. They travel back through the relay as a ``RelayRefusal``."""
+
 # Statuses after which resending the same envelope cannot succeed: the sender dead-letters it.
 # FAILED_PRECONDITION (the time window) is deliberately *not* here: "not yet valid" heals once the
 # clocks agree, and an expired envelope is dead-lettered by its sender, which knows its expiry.
@@ -197,6 +224,8 @@ def status_for(error: GatewayError) -> grpc.StatusCode:
         for cls in type(error).__mro__:
             if cls in STATUS:
                 return STATUS[cls]
+            if cls in RELAY_STATUS:
+                return RELAY_STATUS[cls]
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(error, TrustError):
         return interceptor.status_for(error)
@@ -223,7 +252,11 @@ def _inbox_context(message_id: str) -> bytes:
 
 
 class Receiver:
-    """Verifies and stores envelopes addressed to ``node_id`` (see the module docstring)."""
+    """Verifies and stores envelopes addressed to ``node_id`` (see the module docstring).
+
+    ``relays`` are the node ids of the relays whose envelopes this node accepts (step 3'); empty,
+    the default, refuses every relayed envelope.
+    """
 
     def __init__(
         self,
@@ -237,8 +270,10 @@ class Receiver:
         clock: Callable[[], datetime],
         max_skew: timedelta = timedelta(minutes=5),
         on_accept: OnAccept | None = None,
+        relays: Collection[str] = (),
     ) -> None:
         self.node_id = node_id
+        self.relays = frozenset(relays)
         self._engine = engine
         self._keyring = keyring
         self._directory = directory
@@ -248,20 +283,39 @@ class Receiver:
         self._max_skew = max_skew
         self._on_accept = on_accept
 
-    def receive(self, envelope: envelope_pb2.Envelope | bytes, peer: NodeEntry) -> envelope_pb2.Receipt:
+    def receive(
+        self,
+        envelope: envelope_pb2.Envelope | bytes,
+        peer: NodeEntry | None = None,
+        *,
+        relayed_by: NodeEntry | None = None,
+    ) -> envelope_pb2.Receipt:
         """Run checks 1–12 of the module docstring and return the signed receipt.
 
-        ``peer`` is the directory entry the TLS interceptor authenticated for this call. Raises the
-        first failing check's ``ExchangeError``; ``TrustError`` if no usable directory is held;
-        ``StorageError`` if the database fails. In every one of those cases nothing was written.
+        Exactly one of ``peer`` and ``relayed_by`` is given (``ValueError`` otherwise: a caller
+        bug, never a peer's doing). ``peer`` is the directory entry the TLS interceptor
+        authenticated for this call: the direct path, step 3 binds it to the sender. ``relayed_by``
+        is the entry of the relay the envelope was pulled from: the relay path, step 3' instead,
+        and the sender is authenticated by its signature alone. Raises the first failing check's
+        ``ExchangeError``; ``TrustError`` if no usable directory is held; ``StorageError`` if the
+        database fails. In every one of those cases nothing was written.
         """
+        if (peer is None) == (relayed_by is None):
+            raise ValueError("give exactly one of peer (direct) and relayed_by (through a relay)")
         now = self._clock()
         unverified = parse_envelope(envelope)  # 1, 2
         header = unverified.header
-        if header.sender != peer.node_id:  # 3
+        if peer is not None and header.sender != peer.node_id:  # 3
             raise SenderMismatch(f"TLS peer {peer.node_id} sent an envelope from {header.sender}")
+        if relayed_by is not None and relayed_by.node_id not in self.relays:  # 3'
+            raise RelayNotAllowed(f"{relayed_by.node_id} is not among this node's relays")
         directory = self._directory()
         directory.check_fresh(now)
+        if relayed_by is not None:  # 3', with the directory of step 4
+            try:
+                directory.active(relayed_by.node_id, now)
+            except (UnknownNode, NodeNotActive) as exc:
+                raise RelayNotAllowed(exc.detail) from None
         try:  # 4
             sender = directory.active(header.sender, now)
         except (UnknownNode, NodeNotActive) as exc:
@@ -288,7 +342,11 @@ class Receiver:
         return self._store(unverified, verified, now)  # 12
 
     def receive_many(
-        self, envelopes: Iterable[envelope_pb2.Envelope | bytes], peer: NodeEntry
+        self,
+        envelopes: Iterable[envelope_pb2.Envelope | bytes],
+        peer: NodeEntry | None = None,
+        *,
+        relayed_by: NodeEntry | None = None,
     ) -> Iterator[envelope_pb2.Receipt | ExchangeError]:
         """:meth:`receive` for each envelope of a stream, in order: a receipt, or the
         ``ExchangeError`` that refused that envelope — one bad envelope does not stop the stream.
@@ -296,7 +354,7 @@ class Receiver:
         following envelope too, and the sender resends whatever got no receipt."""
         for envelope in envelopes:
             try:
-                yield self.receive(envelope, peer)
+                yield self.receive(envelope, peer, relayed_by=relayed_by)
             except ExchangeError as exc:
                 yield exc
 

@@ -51,6 +51,9 @@ class Reason(StrEnum):
     EXPIRED = "expired"  # the envelope expired before it was delivered: no receiver may accept it now
     UNREADABLE = "unreadable"  # the sealed envelope cannot be opened here (data key missing, damaged row)
     GAVE_UP = "gave_up"  # transient failures for longer than the policy allows
+    AWAITING_RECEIPT = "awaiting_receipt"  # a relay holds the envelope; the recipient has not answered yet
+    RELAY_REFUSED = "relay_refused"  # a relay refused, or reports a refusal: unauthenticated, so never final
+    RELAY_UNUSABLE = "relay_unusable"  # our relay is not active in our directory, or cannot seal for the peer
 
 
 PERMANENT: frozenset[Reason] = frozenset(

@@ -12,13 +12,17 @@ fresh directory; only its province's CA is trusted; its certificate must name it
 bytes go out **exactly as they were signed and stored** — the stream's request serialiser is the
 identity — so nothing is re-encoded on the way.
 
-**A store-and-forward relay fits behind the same interface** (not built yet). Because every envelope
-is signed end to end (and encrypted where it carries personal data) and every receipt is signed by
-the receiver, a relay needs no trust: a ``RelayTransport.deliver`` posts the batch to the hub and
-answers with whatever receipts the hub already holds for those message ids, and a transient
-``DeliveryFailed`` ("awaiting receipt") for the rest. The delivery loop then retries those later;
-the hub deduplicates by message id, and receivers are idempotent, so a resend only collects the
-receipt once it exists. Nothing above this interface changes.
+**A store-and-forward relay fits behind the same interface**
+(:class:`gateway.exchange.relay.RelayTransport`). Because every envelope is signed end to end, sealed
+to the recipient for the hop through the hub, and every receipt is signed by the receiver, a relay
+needs no trust: ``RelayTransport.deliver`` pushes the batch to the hub and answers with whatever
+receipts the hub already holds for those message ids, and a transient ``DeliveryFailed``
+(``awaiting_receipt``) for the rest. The delivery loop retries those later; the hub deduplicates by
+message id, and receivers are idempotent, so a resend only collects the receipt once it exists.
+Nothing above this interface changes.
+
+Both transports dial through :class:`Channels` (one cached mutual-TLS channel per node, re-dialled
+when the directory changes its endpoint or certificate) after :func:`check_peer`.
 """
 
 from __future__ import annotations
@@ -69,15 +73,15 @@ class Transport(Protocol):
         ...
 
 
-def _all(n: int, error: DeliveryFailed) -> list[Result]:
+def all_failed(n: int, error: DeliveryFailed) -> list[Result]:
     return [error] * n
 
 
-def _status_name(code: grpc.StatusCode | None) -> str:
+def status_name(code: grpc.StatusCode | None) -> str:
     return code.name if code is not None else "UNKNOWN"
 
 
-def _status_from_number(number: int) -> grpc.StatusCode | None:
+def status_from_number(number: int) -> grpc.StatusCode | None:
     return next((c for c in grpc.StatusCode if c.value[0] == number), None)
 
 
@@ -85,6 +89,79 @@ def _status_from_number(number: int) -> grpc.StatusCode | None:
 class _Cached:
     channel: grpc.Channel
     key: tuple[int, str, str]  # (directory version, endpoint, certificate): a change means redial
+
+
+def check_peer(directory: Callable[[datetime], Directory], peer_id: str, now: datetime) -> Directory:
+    """The current directory, if ``peer_id`` may be dialled in it; otherwise raises :class:`Refused`
+    carrying the failure: our directory unusable (``directory_unusable``, transient), the peer not
+    in it (``peer_unknown``, permanent), revoked (``peer_revoked``, permanent), or otherwise not
+    active (``peer_suspended``, transient)."""
+    try:
+        current = directory(now)
+    except TrustError as exc:
+        raise Refused(failure(Reason.DIRECTORY_UNUSABLE, exc.code)) from None
+    try:
+        entry = current.entry(peer_id)
+    except UnknownNode:
+        raise Refused(failure(Reason.PEER_UNKNOWN, f"{peer_id} is not in directory v{current.version}")) from None
+    if entry.status is NodeStatus.REVOKED:
+        raise Refused(failure(Reason.PEER_REVOKED, f"{peer_id} is revoked in directory v{current.version}"))
+    if entry.status is not NodeStatus.ACTIVE:
+        raise Refused(failure(Reason.PEER_SUSPENDED, f"{peer_id} is {entry.status.value}"))
+    return current
+
+
+class Channels:
+    """Mutual-TLS channels to directory nodes, one per node, kept until the directory changes the
+    node's endpoint or certificate (or its version changes); then the node is re-dialled, so a
+    revocation or a move is honoured at once. Thread-safe. ``channel`` raises :class:`Refused`."""
+
+    def __init__(self, identity: TlsIdentity, options: Sequence[tuple[str, int | str]] = ()) -> None:
+        self._identity = identity
+        self._options = list(options)
+        self._lock = threading.Lock()
+        self._channels: dict[str, _Cached] = {}
+        self._closed = False
+
+    def channel(self, node_id: str, directory: Directory, now: datetime) -> grpc.Channel:
+        entry = directory.entry(node_id)
+        key = (directory.version, entry.endpoint, entry.tls_certificate)
+        with self._lock:
+            if self._closed:
+                raise Refused(failure(Reason.PEER_ERROR, "the transport is closed"))
+            cached = self._channels.get(node_id)
+            if cached is not None and cached.key == key:
+                return cached.channel
+            try:
+                channel = secure_channel_to(node_id, directory, self._identity, now=now, options=self._options)
+            except NodeNotActive as exc:  # e.g. its certificate is outside its validity dates
+                raise Refused(failure(Reason.PEER_SUSPENDED, exc.code)) from None
+            except (UnknownNode, UnknownProvince) as exc:
+                raise Refused(failure(Reason.PEER_UNKNOWN, exc.code)) from None
+            except TrustError as exc:
+                raise Refused(failure(Reason.DIRECTORY_UNUSABLE, exc.code)) from None
+            if cached is not None:
+                cached.channel.close()
+            self._channels[node_id] = _Cached(channel, key)
+            return channel
+
+    def forget(self, node_id: str, channel: grpc.Channel) -> None:
+        """Drop ``channel`` (if it is still the cached one): dial afresh next time rather than wait
+        out the channel's own reconnect back-off (up to minutes)."""
+        with self._lock:
+            cached = self._channels.get(node_id)
+            if cached is None or cached.channel is not channel:
+                return
+            del self._channels[node_id]
+        channel.close()
+
+    def close(self) -> None:
+        """Close every channel; calls still in flight end at once."""
+        with self._lock:
+            self._closed = True
+            channels, self._channels = list(self._channels.values()), {}
+        for cached in channels:
+            cached.channel.close()
 
 
 class GrpcTransport:
@@ -106,53 +183,10 @@ class GrpcTransport:
         timeout: float = 60.0,
         options: Sequence[tuple[str, int | str]] = (),
     ) -> None:
-        self._identity = identity
         self._directory = directory
         self._clock = clock
         self._timeout = timeout
-        self._options = list(options)
-        self._lock = threading.Lock()
-        self._channels: dict[str, _Cached] = {}
-        self._closed = False
-
-    # --- choosing the channel -------------------------------------------------------------------
-
-    def _check_peer(self, peer_id: str, now: datetime) -> tuple[Directory, DeliveryFailed | None]:
-        try:
-            directory = self._directory(now)
-        except TrustError as exc:
-            raise _Refused(failure(Reason.DIRECTORY_UNUSABLE, exc.code)) from None
-        try:
-            entry = directory.entry(peer_id)
-        except UnknownNode:
-            return directory, failure(Reason.PEER_UNKNOWN, f"{peer_id} is not in directory v{directory.version}")
-        if entry.status is NodeStatus.REVOKED:
-            return directory, failure(Reason.PEER_REVOKED, f"{peer_id} is revoked in directory v{directory.version}")
-        if entry.status is not NodeStatus.ACTIVE:
-            return directory, failure(Reason.PEER_SUSPENDED, f"{peer_id} is {entry.status.value}")
-        return directory, None
-
-    def _channel(self, peer_id: str, directory: Directory, now: datetime) -> grpc.Channel:
-        entry = directory.entry(peer_id)
-        key = (directory.version, entry.endpoint, entry.tls_certificate)
-        with self._lock:
-            if self._closed:
-                raise _Refused(failure(Reason.PEER_ERROR, "the transport is closed"))
-            cached = self._channels.get(peer_id)
-            if cached is not None and cached.key == key:
-                return cached.channel
-            try:
-                channel = secure_channel_to(peer_id, directory, self._identity, now=now, options=self._options)
-            except NodeNotActive as exc:  # e.g. its certificate is outside its validity dates
-                raise _Refused(failure(Reason.PEER_SUSPENDED, exc.code)) from None
-            except (UnknownNode, UnknownProvince) as exc:
-                raise _Refused(failure(Reason.PEER_UNKNOWN, exc.code)) from None
-            except TrustError as exc:
-                raise _Refused(failure(Reason.DIRECTORY_UNUSABLE, exc.code)) from None
-            if cached is not None:
-                cached.channel.close()
-            self._channels[peer_id] = _Cached(channel, key)
-            return channel
+        self._channels = Channels(identity, options)
 
     # --- delivering -----------------------------------------------------------------------------
 
@@ -170,15 +204,13 @@ class GrpcTransport:
             return []
         now = self._clock()
         try:
-            directory, refused = self._check_peer(peer_id, now)
-            if refused is not None:
-                return _all(len(envelopes), refused)
-            channel = self._channel(peer_id, directory, now)
-        except _Refused as exc:
-            return _all(len(envelopes), exc.failure)
+            directory = check_peer(self._directory, peer_id, now)
+            channel = self._channels.channel(peer_id, directory, now)
+        except Refused as exc:
+            return all_failed(len(envelopes), exc.failure)
         call = channel.stream_stream(
             DELIVER_STREAM,
-            request_serializer=_identity,
+            request_serializer=identity_bytes,
             response_deserializer=node_pb2.DeliveryResult.FromString,
         )
         results: list[Result] = []
@@ -191,55 +223,50 @@ class GrpcTransport:
                     break
                 results.append(_result(answer))
         except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            details = exc.details() if isinstance(exc, grpc.Call) else None
-            # The peer's public message is "<error code>: <text>"; keep only the code for the row.
-            error_code = _safe_code(details.split(":", 1)[0]) if details and ":" in details else ""
-            ended = stream_failure(_status_name(code), error_code)
+            ended = ended_by(exc)
             # Dial afresh next time rather than wait out the channel's own reconnect back-off
             # (up to minutes): the delivery loop's durable back-off already spaces the attempts.
-            self._forget(peer_id, channel)
+            self._channels.forget(peer_id, channel)
             log.info(
                 "delivery stream to %s ended (%s) after %d of %d", peer_id, ended.detail, len(results), len(envelopes)
             )
-            return results + _all(len(envelopes) - len(results), ended)
+            return results + all_failed(len(envelopes) - len(results), ended)
         if len(results) < len(envelopes):
             short = failure(Reason.PEER_ERROR, "the stream ended without a result for every envelope")
-            results += _all(len(envelopes) - len(results), short)
+            results += all_failed(len(envelopes) - len(results), short)
         return results
-
-    def _forget(self, peer_id: str, channel: grpc.Channel) -> None:
-        with self._lock:
-            cached = self._channels.get(peer_id)
-            if cached is None or cached.channel is not channel:
-                return
-            del self._channels[peer_id]
-        channel.close()
 
     def close(self) -> None:
         """Close every channel; streams still in flight end at once (gRPC cancels the calls of a
         closed channel), so a stopping node does not wait out a hung peer's timeout."""
-        with self._lock:
-            self._closed = True
-            channels, self._channels = list(self._channels.values()), {}
-        for cached in channels:
-            cached.channel.close()
+        self._channels.close()
 
 
-class _Refused(GatewayError):
-    """Internal: a failure found before dialling, carried out of a helper."""
+class Refused(GatewayError):
+    """A delivery failure found before dialling (see :func:`check_peer`), carried out of a helper
+    and turned into one result per envelope; never leaves a transport."""
 
     def __init__(self, error: DeliveryFailed) -> None:
         self.failure = error
         super().__init__(error.detail)
 
 
-def _safe_code(text: str) -> str:
+def ended_by(exc: grpc.RpcError) -> DeliveryFailed:
+    """The failure for a gRPC error that ended a call (:func:`~gateway.exchange.retry.stream_failure`)."""
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    details = exc.details() if isinstance(exc, grpc.Call) else None
+    # The peer's public message is "<error code>: <text>"; keep only the code for the row.
+    error_code = safe_code(details.split(":", 1)[0]) if details and ":" in details else ""
+    return stream_failure(status_name(code), error_code)
+
+
+def safe_code(text: str) -> str:
     """A peer-supplied error code, reduced to identifier characters (it is stored and logged)."""
     return "".join(ch for ch in text[:60] if ch.isascii() and (ch.isalnum() or ch in "_-."))
 
 
-def _identity(data: bytes) -> bytes:
+def identity_bytes(data: bytes) -> bytes:
+    """The identity serialiser: bytes go on the wire exactly as they were signed and stored."""
     return data
 
 
@@ -249,8 +276,8 @@ def _result(answer: node_pb2.DeliveryResult) -> Result:
         # Re-serialising the Receipt keeps what its signature covers: the body travels as bytes.
         return Receipt(answer.receipt.SerializeToString())
     if kind == "refusal":
-        status = _status_from_number(answer.refusal.status_code)
-        error_code = _safe_code(answer.refusal.error_code)
+        status = status_from_number(answer.refusal.status_code)
+        error_code = safe_code(answer.refusal.error_code)
         permanent = status is not None and receiver_mod.is_permanent(status)
-        return refusal_failure(permanent=permanent, status_name=_status_name(status), error_code=error_code)
+        return refusal_failure(permanent=permanent, status_name=status_name(status), error_code=error_code)
     return failure(Reason.PEER_ERROR, "an empty result")

@@ -121,3 +121,27 @@ audit_log = Table(
     Column("prev_hash", LargeBinary(32), nullable=False),
     Column("entry_hash", LargeBinary(32), nullable=False),
 )
+
+# --- relay (SPEC §7) -------------------------------------------------------------------------------
+
+# Items a node serving the relay role holds for other nodes (store-and-forward). Only routing facts
+# are plain; ``item`` is an HPKE ciphertext sealed by the sender to the recipient node, which the
+# relay cannot open. A row goes ``held`` → ``receipted`` (the recipient's signed receipt, kept for
+# the sender; the item is dropped) or ``refused`` (the recipient's refusal code; the item is
+# dropped, and the sender's next push re-queues a fresh one). Unused on nodes that serve no relay.
+relay_items = Table(
+    "relay_items",
+    metadata,
+    Column("sender", String(64), primary_key=True),
+    Column("message_id", String(36), primary_key=True),
+    Column("recipient", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # held | receipted | refused
+    Column("item", LargeBinary, nullable=True),  # the sealed envelope while held
+    Column("receipt", LargeBinary, nullable=True),  # the recipient's signed receipt (no personal data)
+    Column("refusal_status", Integer, nullable=True),
+    Column("refusal_code", String(64), nullable=True),
+    Column("pushed_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("settled_at", DateTime(timezone=True), nullable=True),
+    Index(None, "recipient", "state", "pushed_at"),
+)
