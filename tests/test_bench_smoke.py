@@ -1,9 +1,10 @@
-"""The storage benchmark runs end to end and writes the JSON it promises (bench/README.md).
+"""The benchmarks run end to end and write the JSON they promise (bench/README.md).
 
-Speeds are measured by ``python -m bench.store``, never asserted here: this test only checks that
-a tiny run works, that every figure is a positive number and that the PostgreSQL part either ran
-or says why not. Nothing from the run's output is printed unless it fails (and it holds no
-records, only counts and rates).
+Speeds are measured by ``python -m bench.store`` / ``bench.directory`` / ``bench.exchange``, never
+asserted here: these tests only check that a tiny run works, that every figure is a positive
+number and that the PostgreSQL part either ran or says why not; and that the README's performance
+table is what ``python -m bench.readme_table`` generates from the committed results. Nothing from
+a run's output is printed unless it fails (and it holds no records, only counts and rates).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import psycopg
 import pytest
+
+from bench import readme_table
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_PG = "TONGBAN_TEST_POSTGRES_URL"
@@ -189,3 +192,132 @@ def test_directory_benchmark_runs(tmp_path: Path) -> None:
     assert _positive(result["accept"]["seconds"])
     assert _positive(result["accept_peak_python_bytes"])
     assert _positive(result["reference"]["ed25519_verify"]["per_s"])
+
+
+# --- bench.exchange ---------------------------------------------------------------------------------
+
+EXCHANGE_RECORDS = 200
+EXCHANGE_PARTS = {
+    "ed25519_sign_envelope",
+    "ed25519_verify_envelope",
+    "protobuf_batch",
+    "minimise_check_payload",
+    "aes_gcm_seal_envelope",
+    "hmac_id_token",
+    "grpc_mtls_stream",
+}
+EXCHANGE_DB_PARTS = {"outbox_insert", "inbox_insert", "sealed_record_read"}
+
+
+def _check_exchange_database(section: dict[str, Any], what: str) -> None:
+    e2e = section["end_to_end"]
+    _check_timing(e2e, f"{what}.end_to_end", 1)
+    assert e2e["items"] == EXCHANGE_RECORDS
+    assert all(_positive(s) for s in e2e["queue_s"] + e2e["deliver_s"]), what
+    assert section["parts"].keys() == EXCHANGE_DB_PARTS
+    for name, part in section["parts"].items():
+        _check_timing(part, f"{what}.{name}", 1)
+        assert _positive(part["records_per_s"]), name
+    _check_timing(section["iter_period"], f"{what}.iter_period", 1)
+    assert section["slowest_part"]["name"] in EXCHANGE_PARTS | EXCHANGE_DB_PARTS
+    assert _positive(section["ratio"])
+    assert isinstance(section["goal_met"], bool)
+    # One batch and the roster manifest, every one delivered with a receipt verified afterwards.
+    assert section["envelopes_per_roster"] == 2
+    assert section["checks"] == {"outbox_rows_with_verified_receipt": 2, "inbox_rows": 2}
+
+
+@pytest.mark.slow
+def test_quick_exchange_benchmark_writes_complete_results(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.exchange",
+            "--quick",
+            "--records",
+            str(EXCHANGE_RECORDS),
+            "--repeats",
+            "1",
+            "--memory-sizes",
+            "100,300",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "END TO END" in proc.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["exchange.json"]
+
+    result = json.loads((tmp_path / "exchange.json").read_text(encoding="utf-8"))
+    assert result["benchmark"] == "exchange"
+    assert result["params"]["records"] == EXCHANGE_RECORDS
+    assert result["params"]["batch_size"] == 1000
+    assert result["envelope"]["notices"] == 1000
+    assert result["parts"].keys() == EXCHANGE_PARTS
+    for name, part in result["parts"].items():
+        _check_timing(part, f"parts.{name}", 1)
+        assert _positive(part["records_per_s"]), name
+    for name, timing in result["references"].items():
+        _check_timing(timing, f"references.{name}", 1)
+
+    _check_exchange_database(result["sqlite"], "sqlite")
+    if result["postgresql"] is None:
+        assert not os.environ.get(ENV_PG), result.get("postgresql_reason")
+        assert result["postgresql_reason"]
+    else:
+        _check_exchange_database(result["postgresql"], "postgresql")
+        assert _leftover_databases(result["params"]["pid"]) == []
+
+    memory = result["memory"]
+    assert [r["records"] for r in memory["runs"]] == [100, 300]
+    for run in memory["runs"]:
+        assert _positive(run["peak_python_bytes"])
+        assert run["peak_after_records"]
+    assert _positive(memory["peak_growth"])
+    assert isinstance(memory["flat"], bool)
+
+
+# --- bench.readme_table ---------------------------------------------------------------------------
+
+README_TEXT = "# Project\n\n## Performance\n\nProse.\n\n<!-- bench:begin -->\nold\n<!-- bench:end -->\n\n## Next\n"
+
+
+def test_the_readme_table_is_generated_from_the_committed_results() -> None:
+    assert readme_table.main(["--check"]) == 0, "run `python -m bench.readme_table` after `make bench`"
+
+
+def test_the_readme_table_replaces_only_its_block_and_detects_drift(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    for path in (ROOT / "bench" / "results").glob("*.json"):
+        (results / path.name).write_bytes(path.read_bytes())
+    readme = tmp_path / "README.md"
+    readme.write_text(README_TEXT, encoding="utf-8")
+    args = ["--readme", str(readme), "--results-dir", str(results)]
+
+    assert readme_table.main([*args, "--check"]) == 1  # the block says "old"
+    assert readme_table.main(args) == 0
+    text = readme.read_text(encoding="utf-8")
+    before, block, after = (
+        text.partition(readme_table.BEGIN)[0],
+        text[text.index(readme_table.BEGIN) : text.index(readme_table.END)],
+        text.partition(readme_table.END)[2],
+    )
+    assert before == README_TEXT.partition(readme_table.BEGIN)[0]
+    assert after == README_TEXT.partition(readme_table.END)[2]
+    assert "| benchmark |" in block
+    assert readme_table.main([*args, "--check"]) == 0
+
+    store = json.loads((results / "store.json").read_text(encoding="utf-8"))
+    store["sqlite"]["add_many"]["per_s"] *= 2  # a new result the table does not show yet
+    (results / "store.json").write_text(json.dumps(store), encoding="utf-8")
+    assert readme_table.main([*args, "--check"]) == 1
+
+    readme.write_text("# Project without markers\n", encoding="utf-8")
+    assert readme_table.main([*args, "--check"]) == 2
