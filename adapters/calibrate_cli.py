@@ -1,0 +1,9 @@
+"""Placeholder while `tongban calibrate` is being built (replaced in this change)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    groups.add_parser("calibrate", help="(being built)")
