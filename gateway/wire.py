@@ -27,6 +27,7 @@ from gateway.domain.records import (
     ParentSituation,
     ParentStatus,
     Provenance,
+    RecordView,
     Sex,
 )
 from gateway.errors import InputError, InvalidRecord
@@ -229,7 +230,7 @@ class Notice:
 
 
 def notice_from_record(
-    r: ChildRecord,
+    r: ChildRecord | RecordView,
     *,
     notice_ref: str,
     id_token: bytes = b"",

@@ -16,6 +16,8 @@ never contains the number itself.
 
 from __future__ import annotations
 
+import operator
+import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,11 @@ from gateway.errors import IdProblem, InvalidIdNumber
 
 _WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))  # 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2
 _CHECK_CHARS = "10X98765432"
+_ZERO = ord("0")
+# The digits' weighted sum without a per-digit int(): sum(w * (byte - 48)) = sum(w * byte) - 48 * sum(w).
+_WEIGHT_OFFSET = _ZERO * sum(_WEIGHTS)
+# Already canonical (what the store holds and what most files contain): no folding needed.
+_CANONICAL = re.compile(r"[0-9]{17}[0-9X]")
 
 # Characters county spreadsheets put inside ID numbers that carry no meaning.
 _DROPPED = {" ", "\u3000", "\t", "\u00a0", "-", "'", "\u200b"}
@@ -35,7 +42,7 @@ def check_character(first17: str) -> str:
     """The ISO 7064 MOD 11-2 check character for 17 digits."""
     if len(first17) != 17 or not first17.isascii() or not first17.isdigit():
         raise InvalidIdNumber(IdProblem.CHARACTER)
-    total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True))
+    total = sum(map(operator.mul, first17.encode("ascii"), _WEIGHTS)) - _WEIGHT_OFFSET
     return _CHECK_CHARS[total % 11]
 
 
@@ -46,6 +53,8 @@ def normalise(raw: str) -> str:
     spaces (including the ideographic space), tabs, hyphens and a leading apostrophe (which Excel
     users type to keep the number as text) are removed.
     """
+    if _CANONICAL.fullmatch(raw):
+        return raw
     folded = unicodedata.normalize("NFKC", raw)
     return "".join(ch for ch in folded if ch not in _DROPPED).upper()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import IntEnum, StrEnum
+from typing import NamedTuple
 
 from gateway.errors import InvalidRecord
 
@@ -197,3 +198,24 @@ class ChildRecord:
     @property
     def residence_province(self) -> str:
         return self.residence_division[:2]
+
+
+class RecordView(NamedTuple):
+    """The part of a stored child record that notices and matching use, read without building the
+    whole :class:`ChildRecord` (guardian, parents, disability and provenance stay sealed).
+
+    A tuple rather than a frozen dataclass because a roster send builds one per child: the store
+    decodes the sealed JSON straight into it (``gateway.domain.codec.view_from_json``). Values are
+    those of the record the node validated at intake, so ``id_number`` is canonical or ``None``.
+    """
+
+    record_id: str
+    id_number: str | None
+    name: str
+    sex: Sex
+    birth_date: date
+    registration_division: str
+    residence_division: str
+    living_since: date | None
+    key_care: bool
+    kind: ChildKind

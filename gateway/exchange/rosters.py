@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from cryptography.hazmat.primitives.asymmetric import x25519
 from sqlalchemy import Engine, func, select
 
-from gateway.domain.records import ChildKind, ChildRecord
+from gateway.domain.records import ChildKind, RecordView
 from gateway.errors import InvalidIdNumber, TrustError
 from gateway.exchange import outbox
 from gateway.exchange.envelope import seal
@@ -48,7 +48,6 @@ from gateway.wire import (
     manifest_to_wire,
     notice_batch_to_wire,
     notice_from_record,
-    notice_to_wire,
 )
 
 NOTICE_PURPOSE = "migrant_notice"
@@ -92,8 +91,8 @@ def node_for_division(directory: Directory, division: str, now: datetime) -> Nod
     return None
 
 
-def _batches(records: Iterator[ChildRecord], size: int) -> Iterator[list[ChildRecord]]:
-    batch: list[ChildRecord] = []
+def _batches(records: Iterator[RecordView], size: int) -> Iterator[list[RecordView]]:
+    batch: list[RecordView] = []
     for record in records:
         batch.append(record)
         if len(batch) >= size:
@@ -128,7 +127,7 @@ def send_migrant_roster(
         if division == own.division:
             continue  # not a migrant of ours to report elsewhere
         peer = node_for_division(directory, division, now)
-        records = children.iter_period(period, kind=ChildKind.MIGRANT, registration_division=division)
+        records = children.iter_views(period, kind=ChildKind.MIGRANT, registration_division=division)
         if peer is None:
             unroutable[division] = sum(1 for _ in records)
             continue
@@ -139,24 +138,25 @@ def send_migrant_roster(
         with engine.begin() as conn:
             for batch in _batches(records, batch_size):
                 notices = []
-                for record in batch:
+                for view in batch:
+                    # Stored numbers were validated at intake; a bad one gets no token, never a weak one.
                     token = b""
-                    if record.id_number:
+                    if view.id_number:
                         try:
-                            token = id_token(key, record.id_number)
+                            token = id_token(key, view.id_number)
                         except InvalidIdNumber:
                             token = b""
                     without_token += not token
-                    notice = notice_from_record(record, notice_ref=record.record_id, id_token=token)
-                    entry = notice_to_wire(notice).SerializeToString(deterministic=True)
-                    digest.update(struct.pack(">I", len(entry)) + entry)
-                    notices.append(notice)
-                payload = minimise(
+                    notices.append(notice_from_record(view, notice_ref=view.record_id, id_token=token))
+                wire = minimise(
                     notice_profile, notice_batch_to_wire(NoticeBatch(period, roster_id, batches, tuple(notices)))
-                ).SerializeToString(deterministic=True)
+                )
+                for entry in wire.notices:  # the manifest digest covers exactly what is signed
+                    data = entry.SerializeToString(deterministic=True)
+                    digest.update(struct.pack(">I", len(data)) + data)
                 outgoing = seal(
-                    sender=node_id, recipient=peer.node_id, profile=notice_profile, payload=payload,
-                    signer=signer, now=now, lifetime=lifetime,
+                    sender=node_id, recipient=peer.node_id, profile=notice_profile,
+                    payload=wire.SerializeToString(deterministic=True), signer=signer, now=now, lifetime=lifetime,
                 )  # fmt: skip
                 outbox.enqueue(conn, outgoing, keyring, now=now)
                 count += len(notices)

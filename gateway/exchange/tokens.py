@@ -108,7 +108,7 @@ def id_token(key: bytes, id_number: str) -> bytes:
     """
     _check_key(key)
     number = idnumber.parse(id_number).number
-    return hmac.new(key, _ID_TOKEN_LABEL + number.encode("ascii"), hashlib.sha256).digest()
+    return hmac.digest(key, _ID_TOKEN_LABEL + number.encode("ascii"), "sha256")
 
 
 def field_key(key: bytes, field: str) -> bytes:
