@@ -1,0 +1,1 @@
+"""Reconciliation of a monitoring period between residence and registration nodes (SPEC §5)."""
