@@ -126,6 +126,23 @@ class InvalidRecord(InputError):
     public_message = "the child record is not valid"
 
 
+class NotARoster(InputError):
+    """A file that is not a child roster at all: empty, binary, an old-format workbook, or a table
+    without a name column and an ID-number or birth-date column. The message never quotes a cell
+    or a header of the file (a headerless file's first row is a child)."""
+
+    code = "not_a_roster"
+    public_message = "the file is not a child roster"
+
+
+class UnreadableRoster(InputError):
+    """A roster that cannot be read to its end: bytes that are not valid in the file's encoding,
+    a damaged workbook, a SQL source that fails. Nothing from it is stored."""
+
+    code = "unreadable_roster"
+    public_message = "the roster cannot be read"
+
+
 # --- Configuration -------------------------------------------------------------------------------
 
 
@@ -133,6 +150,21 @@ class ConfigError(GatewayError):
     code = "config_error"
     public_message = "the node configuration is not valid"
     exit_code = 78  # EX_CONFIG
+
+
+class MappingInvalid(ConfigError):
+    """A roster mapping file (``tongban roster import --mapping``) that cannot be used: not TOML,
+    an unknown key or canonical field, a value of the wrong type."""
+
+    code = "mapping_invalid"
+    public_message = "the roster mapping file is not valid"
+
+
+class ReaderUnavailable(ConfigError):
+    """No roster reader is installed for the requested format (entry point group ``tongban.readers``)."""
+
+    code = "reader_unavailable"
+    public_message = "no roster reader is installed for this format"
 
 
 # --- Storage -------------------------------------------------------------------------------------

@@ -1,10 +1,16 @@
 """``tongban roster``: load a county's ledger into its node and count what is there.
 
 ``import`` reads JSON Lines in the shape of :mod:`gateway.domain.codec` (what ``tongban synth
---format jsonl`` writes). The county spreadsheet formats (CSV/XLSX with Chinese headers, SQL
-sources) arrive with the adapters. Every row is validated; rejected rows are listed by line
-number and reason (never by value) and the command exits 65 if any row was rejected, so a partial
-import is never silent.
+--format jsonl`` writes) itself, and the files county staff really have — CSV and XLSX with the
+national system's Chinese headers, other layouts through ``--mapping``, and SQL sources
+(``--sql URL --query ...``) — through the readers registered in the entry point group
+``tongban.readers`` (``adapters/``; see :mod:`gateway.sources`), so the gateway never imports them.
+
+Every row is validated; good rows are stored in one transaction. Rejected rows are listed by row
+number, column, code and reason (never by value) and written, with their cells, to a quarantine
+CSV for the county to fix (mode 0600); warnings (invalid or inconsistent ID numbers) are listed
+too. The command exits 65 if any row was rejected, so a partial import is never silent;
+``--all-or-nothing`` stores nothing at all then.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ import argparse
 import dataclasses
 import json
 import sys
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO
+
+from tqdm import tqdm
 
 from gateway import config as config_mod
 from gateway.cli.node import add_config_argument, config_path
@@ -28,8 +37,9 @@ from gateway.domain.records import ChildKind, ChildRecord, Provenance
 from gateway.errors import InputError, InvalidRecord
 from gateway.exchange.purposes import load_profiles
 from gateway.exchange.rosters import send_migrant_roster
-from gateway.node import open_node
-from gateway.roster import intake
+from gateway.node import Node, open_node
+from gateway.roster import IntakeSummary, intake, validate
+from gateway.sources import Quarantine, ReadRequest, Severity, find_reader
 from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
 from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore
@@ -54,21 +64,79 @@ def read_jsonl(stream: IO[str], *, source: str, node_id: str) -> Iterator[ChildR
         yield dataclasses.replace(record, provenance=stamp)
 
 
+_TABULAR_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".xlsx": "xlsx", ".xlsm": "xlsx"}
+_JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+_SHOWN_ISSUES = 20  # issue lines printed; the quarantine file has them all
+
+
+class _AllOrNothing(Exception):
+    """Raised inside the stored stream to roll the transaction back (``--all-or-nothing``)."""
+
+
+def _source_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return str(args.format)
+    if args.sql:
+        return "sql"
+    if args.file is None:
+        raise InputError("give a FILE to import, or --sql URL")
+    if args.file == "-":
+        return "jsonl"
+    suffix = Path(args.file).suffix.lower()
+    if suffix in _JSONL_SUFFIXES and args.mapping is None:
+        return "jsonl"
+    return _TABULAR_SUFFIXES.get(suffix, "csv")
+
+
 def _import(args: argparse.Namespace) -> int:
     period = MonitoringPeriod.parse(args.period)
+    fmt = _source_format(args)
     node = open_node(config_mod.load(config_path(args)))
     table = DivisionTable.load_default()
     try:
-        if args.file == "-":
-            rows = read_jsonl(sys.stdin, source="jsonl:<stdin>", node_id=node.config.node_id)
-            summary = intake(node.children, rows, period=period.label, table=table, today=date.today())
-        else:
-            path = Path(args.file)
-            with path.open(encoding="utf-8-sig") as fh:
-                rows = read_jsonl(fh, source=f"jsonl:{path.name}", node_id=node.config.node_id)
-                summary = intake(node.children, rows, period=period.label, table=table, today=date.today())
+        if fmt == "jsonl":
+            return _import_jsonl(args, node, period, table)
+        return _import_rows(args, fmt, node, period, table)
     finally:
         node.engine.dispose()
+
+
+def _import_jsonl(args: argparse.Namespace, node: Node, period: MonitoringPeriod, table: DivisionTable) -> int:
+    today = date.today()
+    failed = 0
+
+    def checked(rows: Iterator[ChildRecord | InputError]) -> Iterator[ChildRecord | InputError]:
+        # Only to know, before the transaction commits, whether any row fails (--all-or-nothing);
+        # intake validates again and reports each failure at its position.
+        nonlocal failed
+        for item in rows:
+            if isinstance(item, InputError):
+                failed += 1
+            else:
+                try:
+                    validate(item, table, today=today)
+                except InputError:
+                    failed += 1
+            yield item
+        if failed and args.all_or_nothing:
+            raise _AllOrNothing
+
+    def run(stream: IO[str], source: str) -> IntakeSummary | None:
+        rows = checked(read_jsonl(stream, source=source, node_id=node.config.node_id))
+        try:
+            return intake(node.children, rows, period=period.label, table=table, today=today)
+        except _AllOrNothing:
+            return None
+
+    if args.file == "-":
+        summary = run(sys.stdin, "jsonl:<stdin>")
+    else:
+        path = Path(args.file)
+        with path.open(encoding="utf-8-sig") as fh:
+            summary = run(fh, f"jsonl:{path.name}")
+    if summary is None:
+        print(f"period {period.label}: {failed} line(s) rejected; stored nothing (--all-or-nothing)")
+        return 65
     for rejection in summary.rejections:
         print(f"line {rejection.position}: rejected [{rejection.code}] {rejection.reason}", file=sys.stderr)
     kinds = ", ".join(f"{k.label_zh} {n}" for k, n in summary.by_kind.items() if n)
@@ -84,6 +152,91 @@ def _import(args: argparse.Namespace) -> int:
         )
         return 65
     return 0
+
+
+def _quarantine_path(args: argparse.Namespace) -> Path:
+    if args.quarantine:
+        return Path(args.quarantine)
+    if args.file and args.file != "-":
+        path = Path(args.file)
+        return path.with_name(path.name + ".quarantine.csv")
+    return Path("sql-import.quarantine.csv")
+
+
+def _import_rows(args: argparse.Namespace, fmt: str, node: Node, period: MonitoringPeriod, table: DivisionTable) -> int:
+    """CSV, XLSX and SQL through a ``tongban.readers`` reader; quarantine; one transaction."""
+    today = date.today()
+    reader = find_reader(fmt)
+    request = ReadRequest(
+        node_id=node.config.node_id,
+        period=period,
+        today=today,
+        path=Path(args.file) if args.file else None,
+        mapping=Path(args.mapping) if args.mapping else None,
+        encoding=args.encoding,
+        sql_url=args.sql,
+        sql_query=args.query,
+    )
+    source = reader(request)
+    quarantine = Quarantine(_quarantine_path(args), source.headers)
+    rejected: Counter[str] = Counter()
+    warnings: Counter[str] = Counter()
+    rows_of_records = array("q")  # position in the stored stream -> source row number
+    shown = rows_rejected = 0
+
+    def records() -> Iterator[ChildRecord]:
+        nonlocal shown, rows_rejected
+        progress = tqdm(source.rows(), unit="row", leave=False, file=sys.stderr, disable=True if args.quiet else None)
+        try:
+            for row in progress:
+                if row.issues:
+                    quarantine.write(row)
+                for issue in row.issues:
+                    counter = warnings if issue.severity is Severity.WARNING else rejected
+                    counter[issue.code] += 1
+                    if shown < _SHOWN_ISSUES:
+                        print(issue.line(), file=sys.stderr)
+                        shown += 1
+                if row.record is None:
+                    rows_rejected += 1
+                else:
+                    rows_of_records.append(row.row)
+                    yield row.record
+        finally:
+            progress.close()
+        if rejected and args.all_or_nothing:
+            raise _AllOrNothing
+
+    try:
+        summary: IntakeSummary | None = intake(node.children, records(), period=period.label, table=table, today=today)
+    except _AllOrNothing:
+        summary = None
+    finally:
+        quarantine.close()
+    for rejection in summary.rejections if summary else ():
+        # validate() already passed in the reader, so this is a safety net, reported all the same.
+        row_no = rows_of_records[rejection.position - 1]
+        print(f"row {row_no}: rejected [{rejection.code}] {rejection.reason}", file=sys.stderr)
+        rejected[rejection.code] += 1
+        rows_rejected += 1
+    issues = sum(rejected.values()) + sum(warnings.values())
+    if issues > shown:
+        print(f"... {issues - shown} more issue(s) in the quarantine file", file=sys.stderr)
+    if summary is None:
+        print(f"{source.source}: period {period.label}: stored nothing (--all-or-nothing: a row was rejected)")
+    else:
+        kinds = ", ".join(f"{k.label_zh} {n}" for k, n in summary.by_kind.items() if n)
+        print(
+            f"{source.source}: period {summary.period}: accepted {summary.accepted} ({kinds or 'none'}), "
+            f"re-routed {summary.rerouted}, rejected {rows_rejected}, warnings {sum(warnings.values())}"
+        )
+    if rejected:
+        print("rejections by code: " + ", ".join(f"{c} {n}" for c, n in rejected.most_common()))
+    if warnings:
+        print("warnings by code: " + ", ".join(f"{c} {n}" for c, n in warnings.most_common()))
+    if quarantine.lines:
+        print(f"quarantine: {quarantine.path} ({quarantine.lines} line(s); it holds the rows' personal data)")
+    return 65 if rejected else 0
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -141,10 +294,28 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = groups.add_parser("roster", help="import a county ledger into the node; count it")
     sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
 
-    imp = sub.add_parser("import", help="import JSON Lines records (exit 65 if any row is rejected)")
+    imp = sub.add_parser(
+        "import",
+        help="import a ledger: JSON Lines, CSV, XLSX or SQL (exit 65 if any row is rejected)",
+        description=(
+            "Import a county ledger. CSV (UTF-8, UTF-8 with BOM, GBK/GB18030) and XLSX files with the national "
+            "system's Chinese headers are recognised; other layouts need --mapping. Rejected rows and warnings go "
+            "to a quarantine CSV (default: FILE.quarantine.csv, mode 0600)."
+        ),
+    )
     add_config_argument(imp)
     imp.add_argument("--period", required=True, help="monitoring period label, e.g. 2026Q3")
-    imp.add_argument("file", help="JSON Lines file, or - for stdin")
+    imp.add_argument("file", nargs="?", help="the ledger file (.jsonl, .csv, .xlsx), or - for JSON Lines on stdin")
+    imp.add_argument("--format", choices=("jsonl", "csv", "xlsx", "sql"), help="override the format guessed from FILE")
+    imp.add_argument("--mapping", metavar="TOML", help="mapping file: headers, sheet, header row, value maps")
+    imp.add_argument("--encoding", help="CSV text encoding (default: detected; utf-8-sig, utf-8 or gb18030)")
+    imp.add_argument("--sql", metavar="URL", help="import from a SQL database (SQLAlchemy URL) instead of a file")
+    imp.add_argument("--query", metavar="SELECT", help="with --sql: the query (or name a table in --mapping)")
+    imp.add_argument("--quarantine", metavar="FILE", help="where rejected rows go (default: FILE.quarantine.csv)")
+    imp.add_argument(
+        "--all-or-nothing", action="store_true", help="store nothing if any row is rejected (still exits 65)"
+    )
+    imp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     imp.set_defaults(handler=_import)
 
     send = sub.add_parser(
