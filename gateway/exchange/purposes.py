@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
@@ -47,6 +47,8 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from tongban.v1 import exchange_pb2
 
 from gateway.errors import ConfigError, ForbiddenField, PayloadInvalid, PurposeNotAllowed
+
+_M = TypeVar("_M", bound=Message)
 
 FORMAT = "tongban-purposes-v1"
 SEALED_PAYLOAD_TYPE = exchange_pb2.SealedPayload.DESCRIPTOR.full_name
@@ -496,7 +498,7 @@ def _check_declared(profile: PurposeProfile, message: Message, prefix: str, show
                 _check_declared(profile, child, path + ".", label + ".")
 
 
-def minimise(profile: PurposeProfile, message: Message) -> Message:
+def minimise(profile: PurposeProfile, message: _M) -> _M:
     """A copy of ``message`` holding only what ``profile`` declares: the sender's side.
 
     Clears every set field whose path is not declared (recursively, in every element of repeated

@@ -5,8 +5,10 @@ For each registration county that the residence node's migrant children come fro
 1. finds that county's node in the verified directory (routing by the *current* registration
    division of the record — never by the ID number's prefix);
 2. derives the pair key for (this node, that node, period) from the two nodes' directory
-   encryption keys, and turns each child record into a minimised notice: pairwise ID token, birth
-   year-month, sex, both division codes, living-since date, key-care yes/no — no name, no ID number;
+   encryption keys, and turns each child record into a minimised notice: pairwise ID token, keyed
+   Bloom-filter encodings of the name and the birth date (``gateway.matching``: only the pair can
+   compare them), birth year-month, sex, both division codes, living-since date, key-care yes/no —
+   no name, no ID number;
 3. packs the notices into batches of ``batch_size`` (one signed envelope each, so signature cost
    does not bound throughput), then a signed roster manifest (count, batches, SHA-256 over the
    serialised notices in order) so the receiver knows when it holds the whole roster;
@@ -36,6 +38,7 @@ from gateway.exchange import outbox
 from gateway.exchange.envelope import seal
 from gateway.exchange.purposes import Profiles, minimise
 from gateway.exchange.tokens import id_token, pair_key
+from gateway.matching import Encoder
 from gateway.store.keyring import DataKeyring
 from gateway.store.repository import ChildRepository
 from gateway.store.schema import inbox
@@ -132,6 +135,7 @@ def send_migrant_roster(
             unroutable[division] = sum(1 for _ in records)
             continue
         key = pair_key(encryption_key, peer.encryption_key, own_id=node_id, peer_id=peer.node_id, period=period)
+        encoder = Encoder(key)  # one per roster: it caches the keyed positions of each q-gram
         roster_id = str(uuid.uuid4())
         digest = hashlib.sha256()
         count = batches = without_token = 0
@@ -147,7 +151,15 @@ def send_migrant_roster(
                         except InvalidIdNumber:
                             token = b""
                     without_token += not token
-                    notices.append(notice_from_record(view, notice_ref=view.record_id, id_token=token))
+                    notices.append(
+                        notice_from_record(
+                            view,
+                            notice_ref=view.record_id,
+                            id_token=token,
+                            name_encoding=encoder.name(view.name),
+                            birth_encoding=encoder.birth(view.birth_date),
+                        )
+                    )
                 wire = minimise(
                     notice_profile, notice_batch_to_wire(NoticeBatch(period, roster_id, batches, tuple(notices)))
                 )

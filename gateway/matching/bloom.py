@@ -1,0 +1,264 @@
+"""Keyed Bloom-filter encodings of a name and a birth date (SPEC §3, §5): the notice's fuzzy fields.
+
+A notice carries no plain name and no birth date (only the year-month). For the fuzzy stage it
+carries two byte strings built here under the **pair key** (``gateway.exchange.tokens``), so only the
+two nodes of a pair can make or test them, and they change every monitoring period.
+
+Tokens and bits
+---------------
+Each field turns its value into a set of short **tokens** (q-grams, see below). Every token sets
+``k`` bits of the field's filter of ``m`` bits (``m`` a power of two)::
+
+    field key  = tokens.field_key(pair key, field name)              # one independent key per field
+    digest     = HMAC-SHA256(field key, UTF-8 token)                  # 32 bytes
+    positions  = the first k big-endian 16-bit words of digest, mod m # k ≤ 16, no double hashing
+
+Bit ``p`` of a filter is bit ``7 - p % 8`` of byte ``p // 8`` (``numpy.unpackbits`` order). Without the
+field key the positions of a token cannot be computed, so a filter cannot be tested against a
+dictionary of names by a third party; with different keys the same name has unrelated bits.
+
+=================  ========  ====  ==================================================================
+field              m (bits)  k     tokens
+=================  ========  ====  ==================================================================
+``name_chars``     128       12    simplified characters: unigrams ``u:张`` and padded bigrams
+                                   ``b:^张``, ``b:张晓`` … ``b:明$`` (empty for a name typed in pinyin)
+``name_pinyin``    256       12    toneless pinyin: padded letter bigrams ``l:^z``, ``l:zh`` …
+                                   ``l:g$`` over the joined syllables, and syllables ``s:zhang``
+``birth``          128       8     see below (all zero when the date is unknown)
+=================  ========  ====  ==================================================================
+
+The budgets are chosen so that typical names and dates set about 40–50 % of the bits
+(``tests/test_matching_encodings.py`` measures it on generated names and dates).
+
+Birth-date tokens, made so that the usual errors of county ledgers still share most tokens:
+
+* ``y:2015`` the year and ``ym:2015-06`` the year-month;
+* ``md:3/12`` the month and day as an **unordered** pair, ``mdo:03-12`` as ordered — both survive a
+  typo in the year;
+* ``d:`` + ISO date for the day itself **and its two neighbours** (± 1 day shares 2 of 3);
+* ``d:`` for the date with month and day **swapped** (when that is a date);
+* ``d:`` for the date **read as a lunar date** (农历) converted to solar, and for the solar date
+  converted to lunar and written as if solar (lunardate, 1900–2099): a lunar birthday written in
+  one ledger and the solar one in the other share two ``d:`` tokens.
+
+Layout
+------
+Both encodings start with a layout byte (:data:`LAYOUT_VERSION`) and have fixed sizes::
+
+    name_encoding  (49 bytes) = version ‖ name_chars (16 bytes) ‖ name_pinyin (32 bytes)
+    birth_encoding (17 bytes) = version ‖ birth (16 bytes)
+
+An all-zero filter means "unknown" (no name characters, no date). Anything else — another size or
+version — is refused by :func:`split_name` / :func:`split_birth` with ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import numpy.typing as npt
+from lunardate import LunarDate
+
+from gateway.exchange.tokens import field_key
+from gateway.matching.names import NormalisedName, normalise_name
+
+LAYOUT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One Bloom filter: its name (the field key's label), size in bits and bits per token."""
+
+    name: str
+    bits: int
+    k: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.bits // 8
+
+
+NAME_CHARS = FieldSpec("name_chars", 128, 12)
+NAME_PINYIN = FieldSpec("name_pinyin", 256, 12)
+BIRTH = FieldSpec("birth", 128, 8)
+NAME_FIELDS = (NAME_CHARS, NAME_PINYIN)
+BIRTH_FIELDS = (BIRTH,)
+NAME_ENCODING_BYTES = 1 + sum(f.nbytes for f in NAME_FIELDS)
+BIRTH_ENCODING_BYTES = 1 + sum(f.nbytes for f in BIRTH_FIELDS)
+
+for _f in (*NAME_FIELDS, *BIRTH_FIELDS):  # power of two: `% m` of a 16-bit word is unbiased
+    if _f.bits & (_f.bits - 1) or not 8 <= _f.bits <= 65536 or not 1 <= _f.k <= 16:
+        raise RuntimeError(f"bad Bloom filter parameters for {_f.name}")
+
+_LUNAR_FIRST = date(1900, 1, 31)  # lunardate's range
+_LUNAR_END = date(2100, 1, 1)
+
+
+# --- tokens ------------------------------------------------------------------------------------------
+
+
+def name_char_tokens(name: NormalisedName) -> list[str]:
+    """Unigrams and padded bigrams of the simplified characters."""
+    chars = name.chars
+    if not chars:
+        return []
+    padded = f"^{chars}$"
+    return [f"u:{c}" for c in chars] + [f"b:{padded[i : i + 2]}" for i in range(len(padded) - 1)]
+
+
+def name_pinyin_tokens(name: NormalisedName) -> list[str]:
+    """Padded letter bigrams of the joined pinyin, and the syllables."""
+    letters = name.letters
+    if not letters:
+        return []
+    padded = f"^{letters}$"
+    return [f"l:{padded[i : i + 2]}" for i in range(len(padded) - 1)] + [f"s:{s}" for s in name.syllables]
+
+
+def _lunar_as_solar(d: date) -> date | None:
+    """The solar date of the day whose *lunar* date is written ``d`` (non-leap month), if any."""
+    try:
+        return LunarDate(d.year, d.month, d.day).to_solar_date()  # type: ignore[no-any-return]
+    except ValueError:
+        return None
+
+
+def _solar_as_lunar(d: date) -> date | None:
+    """The lunar date of solar day ``d``, written as if it were a solar date, if that is a date."""
+    if not _LUNAR_FIRST <= d < _LUNAR_END:
+        return None
+    lunar = LunarDate.from_solar_date(d.year, d.month, d.day)
+    try:
+        return date(lunar.year, lunar.month, lunar.day)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=65536)
+def birth_tokens(d: date) -> tuple[str, ...]:
+    """The birth-date tokens of the module docstring (deterministic order, no duplicates)."""
+    days: list[date] = []
+    for delta in (-1, 0, 1):
+        try:
+            days.append(d + timedelta(days=delta))
+        except OverflowError:
+            continue
+    with contextlib.suppress(ValueError):  # the swap is a date only when the day is ≤ 12
+        days.append(date(d.year, d.day, d.month))
+    for other in (_lunar_as_solar(d), _solar_as_lunar(d)):
+        if other is not None:
+            days.append(other)
+    low, high = sorted((d.month, d.day))
+    tokens = [f"y:{d.year:04d}", f"ym:{d.year:04d}-{d.month:02d}", f"md:{low}/{high}", f"mdo:{d.month:02d}-{d.day:02d}"]
+    tokens += [f"d:{x.isoformat()}" for x in days]
+    return tuple(dict.fromkeys(tokens))
+
+
+# --- filters -----------------------------------------------------------------------------------------
+
+
+class FieldEncoder:
+    """Sets the bits of one field's filter under one field key; caches token positions (names and
+    dates repeat a lot, and an HMAC per token is most of the cost)."""
+
+    def __init__(self, key: bytes, spec: FieldSpec) -> None:
+        self.spec = spec
+        self._key = field_key(key, spec.name)
+        self._masks: dict[str, int] = {}
+
+    def positions(self, token: str) -> tuple[int, ...]:
+        """The k bit positions of a token (with repeats, as cut from the digest)."""
+        digest = hmac.digest(self._key, token.encode("utf-8"), "sha256")
+        m = self.spec.bits
+        return tuple(int.from_bytes(digest[2 * i : 2 * i + 2], "big") % m for i in range(self.spec.k))
+
+    def _mask(self, token: str) -> int:
+        mask = self._masks.get(token)
+        if mask is None:
+            mask = 0
+            top = self.spec.bits - 1
+            for p in self.positions(token):
+                mask |= 1 << (top - p)  # bit p = bit 7 - p % 8 of byte p // 8
+            if len(self._masks) < 1_000_000:  # bounded: a pathological input cannot exhaust memory
+                self._masks[token] = mask
+        return mask
+
+    def filter(self, tokens: Iterable[str]) -> bytes:
+        value = 0
+        for token in tokens:
+            value |= self._mask(token)
+        return value.to_bytes(self.spec.nbytes, "big")
+
+
+class Encoder:
+    """The encodings of one pair key: use one instance for a whole roster (it caches)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._chars = FieldEncoder(key, NAME_CHARS)
+        self._pinyin = FieldEncoder(key, NAME_PINYIN)
+        self._birth = FieldEncoder(key, BIRTH)
+
+    def name(self, name: str) -> bytes:
+        normalised = normalise_name(name)
+        return (
+            bytes([LAYOUT_VERSION])
+            + self._chars.filter(name_char_tokens(normalised))
+            + self._pinyin.filter(name_pinyin_tokens(normalised))
+        )
+
+    def birth(self, birth_date: date | None) -> bytes:
+        tokens = birth_tokens(birth_date) if birth_date is not None else ()
+        return bytes([LAYOUT_VERSION]) + self._birth.filter(tokens)
+
+
+@functools.lru_cache(maxsize=16)
+def encoder_for(key: bytes) -> Encoder:
+    """A cached :class:`Encoder` per pair key (a roster is encoded under one key)."""
+    return Encoder(key)
+
+
+# --- reading encodings back (the matcher) --------------------------------------------------------------
+
+
+def split_name(encoding: bytes) -> tuple[bytes, bytes] | None:
+    """``(name_chars, name_pinyin)`` filters of a name encoding; ``None`` for ``b""`` (unknown).
+    ``ValueError`` for any other size or layout version."""
+    if not encoding:
+        return None
+    if len(encoding) != NAME_ENCODING_BYTES or encoding[0] != LAYOUT_VERSION:
+        raise ValueError("name encoding has an unknown layout")
+    cut = 1 + NAME_CHARS.nbytes
+    return encoding[1:cut], encoding[cut:]
+
+
+def split_birth(encoding: bytes) -> bytes | None:
+    """The birth filter of a birth encoding; ``None`` for ``b""`` (unknown). ``ValueError`` for any
+    other size or layout version."""
+    if not encoding:
+        return None
+    if len(encoding) != BIRTH_ENCODING_BYTES or encoding[0] != LAYOUT_VERSION:
+        raise ValueError("birth encoding has an unknown layout")
+    return encoding[1:]
+
+
+def fill_ratio(filter_bytes: bytes) -> float:
+    """Share of the bits set in one filter."""
+    if not filter_bytes:
+        return 0.0
+    bits = np.unpackbits(np.frombuffer(filter_bytes, dtype=np.uint8))
+    return float(bits.mean())
+
+
+def dice(a: bytes, b: bytes) -> float:
+    """Dice coefficient ``2|A∧B| / (|A|+|B|)`` of two filters of the same size (0.0 when both empty)."""
+    x = np.frombuffer(a, dtype=np.uint8)
+    y = np.frombuffer(b, dtype=np.uint8)
+    ones: npt.NDArray[np.uint8] = np.bitwise_count(x)
+    total = int(ones.sum()) + int(np.bitwise_count(y).sum())
+    return 0.0 if total == 0 else 2.0 * int(np.bitwise_count(x & y).sum()) / total

@@ -1,0 +1,156 @@
+"""Keyed Bloom-filter encodings (gateway.matching.bloom): sizes, determinism, keys, fill ratio and
+the birth date's tolerance to the errors county ledgers make."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import date, timedelta
+from random import Random
+
+import pytest
+from faker import Faker
+
+from gateway.domain.divisions import DivisionTable
+from gateway.domain.period import MonitoringPeriod
+from gateway.domain.records import Sex
+from gateway.domain.rules import load_rules
+from gateway.matching import BIRTH_ENCODING_BYTES, NAME_ENCODING_BYTES, encode
+from gateway.matching.bloom import BIRTH, NAME_CHARS, NAME_PINYIN, Encoder, dice, fill_ratio, split_birth, split_name
+from gateway.synth import SynthSpec, generate
+from gateway.synth.names import NameMaker
+
+KEY = bytes(range(32))  # test-only
+OTHER_KEY = bytes(range(1, 33))
+
+
+def test_sizes_are_fixed_and_documented() -> None:
+    assert (NAME_ENCODING_BYTES, BIRTH_ENCODING_BYTES) == (49, 17)
+    for name, born in [("张晓明", date(2015, 6, 1)), ("欧阳娜娜·阿依古丽买买提", None), ("", None)]:
+        n, b = encode(KEY, name=name, birth_date=born)
+        assert (len(n), len(b)) == (NAME_ENCODING_BYTES, BIRTH_ENCODING_BYTES)
+
+
+def test_deterministic_across_encoders() -> None:
+    one = encode(KEY, name="张晓明", birth_date=date(2015, 6, 1))
+    two = Encoder(KEY)
+    assert one == (two.name("张晓明"), two.birth(date(2015, 6, 1)))
+
+
+def test_different_keys_give_unrelated_bits() -> None:
+    a, b = Encoder(KEY), Encoder(OTHER_KEY)
+    names = ["张晓明", "李华", "王子涵", "欧阳娜娜", "次仁卓玛"]
+    for name in names:
+        ca, pa = split_name(a.name(name)) or (b"", b"")
+        cb, pb = split_name(b.name(name)) or (b"", b"")
+        # Unrelated filters of ~45 % fill share about as much as two random ones: far from equal.
+        assert dice(pa, pb) < 0.75
+        assert dice(ca, cb) < 0.75
+    born = date(2015, 6, 1)
+    assert dice(split_birth(a.birth(born)) or b"", split_birth(b.birth(born)) or b"") < 0.75
+
+
+def test_unknown_birth_date_is_an_all_zero_filter() -> None:
+    assert split_birth(encode(KEY, name="张晓明", birth_date=None)[1]) == bytes(BIRTH.nbytes)
+
+
+def test_pinyin_typed_name_has_an_empty_character_filter_and_the_same_pinyin_filter() -> None:
+    enc = Encoder(KEY)
+    chars_latin, pinyin_latin = split_name(enc.name("Zhang Xiaoming")) or (b"", b"")
+    chars_han, pinyin_han = split_name(enc.name("张晓明")) or (b"", b"")
+    assert chars_latin == bytes(NAME_CHARS.nbytes)
+    assert pinyin_latin == pinyin_han
+    assert chars_han != bytes(NAME_CHARS.nbytes)
+
+
+@pytest.mark.parametrize("layout", [b"\x01", b"\x02" + bytes(48), bytes(50)], ids=["short", "version", "long"])
+def test_unknown_layout_is_refused(layout: bytes) -> None:
+    with pytest.raises(ValueError, match="unknown layout"):
+        split_name(layout)
+
+
+# --- fill ratio: 40-50 % of the bits for typical names and dates ----------------------------------------
+
+
+def _synth_people(n_households: int) -> list[tuple[str, date]]:
+    spec = SynthSpec(
+        seed=11,
+        period=MonitoringPeriod.parse("2026Q3"),
+        residence_divisions=("500157",),
+        registration_divisions=("511321", "520524", "500101"),
+        households=n_households,
+    )
+    return [(r.name, r.birth_date) for r in generate(spec, DivisionTable.load_default(), load_rules())]
+
+
+def test_fill_ratio_of_generated_names_and_dates() -> None:
+    enc = Encoder(KEY)
+    people = _synth_people(600)
+    chars, pinyin, birth = [], [], []
+    for name, born in people:
+        c, p = split_name(enc.name(name)) or (b"", b"")
+        chars.append(fill_ratio(c))
+        pinyin.append(fill_ratio(p))
+        birth.append(fill_ratio(split_birth(enc.birth(born)) or b""))
+    # The generated set includes long Uyghur and Tibetan names, which fill more of the name filters.
+    assert 0.40 <= statistics.mean(birth) <= 0.50
+    for field, values in (("name_chars", chars), ("name_pinyin", pinyin)):
+        assert 0.40 <= statistics.mean(values) <= 0.60, field
+
+
+def test_fill_ratio_of_faker_and_han_style_names() -> None:
+    enc = Encoder(KEY)
+    fake = Faker("zh_CN")
+    fake.seed_instance(5)
+    maker = NameMaker.default()
+    rng = Random(3)
+    names = [fake.name() for _ in range(300)]
+    names += [
+        maker.surname(rng) + maker.child(rng, maker.family(rng, "511321"), Sex.FEMALE, date(2015, 1, 1)).given
+        for _ in range(300)
+    ]
+    filters = [split_name(enc.name(n)) or (b"", b"") for n in names]
+    assert 0.40 <= statistics.mean(fill_ratio(c) for c, _ in filters) <= 0.50
+    assert 0.40 <= statistics.mean(fill_ratio(p) for _, p in filters) <= 0.50
+
+
+# --- birth-date tolerance ---------------------------------------------------------------------------------
+
+BORN = date(2014, 3, 9)  # month and day can be swapped; solar 2014-03-09 is lunar 2014-02-09
+TOLERATED = [
+    ("same_day", BORN),
+    ("one_day_later", BORN + timedelta(days=1)),
+    ("one_day_earlier", BORN - timedelta(days=1)),
+    ("day_and_month_swapped", date(2014, 9, 3)),
+    ("lunar_birthday_written_as_solar", date(2014, 2, 9)),
+    ("typo_in_the_year", date(2015, 3, 9)),
+]
+
+
+def _birth_dice(a: date, b: date, enc: Encoder) -> float:
+    return dice(split_birth(enc.birth(a)) or b"", split_birth(enc.birth(b)) or b"")
+
+
+def _unrelated_baseline(enc: Encoder) -> float:
+    rng = Random(9)
+    others = [date(2008, 1, 1) + timedelta(days=rng.randrange(5000)) for _ in range(200)]
+    scores = sorted(_birth_dice(BORN, d, enc) for d in others if abs((d - BORN).days) > 40)
+    return scores[int(0.95 * len(scores))]  # the 95th percentile
+
+
+@pytest.mark.parametrize(("case", "other"), TOLERATED, ids=[c[0] for c in TOLERATED])
+def test_birth_date_errors_still_agree_more_than_unrelated_dates(case: str, other: date) -> None:
+    enc = Encoder(KEY)
+    assert _birth_dice(BORN, other, enc) > _unrelated_baseline(enc), case
+
+
+def test_lunar_reading_is_symmetric() -> None:
+    """Solar date in one ledger, the lunar one written as solar in the other, either way round."""
+    enc = Encoder(KEY)
+    assert _birth_dice(date(2014, 2, 9), BORN, enc) == _birth_dice(BORN, date(2014, 2, 9), enc)
+    assert _birth_dice(date(2014, 2, 9), BORN, enc) > 0.55
+
+
+def test_field_specs_have_power_of_two_sizes() -> None:
+    for spec in (NAME_CHARS, NAME_PINYIN, BIRTH):
+        assert spec.bits & (spec.bits - 1) == 0
+        assert 1 <= spec.k <= 16
