@@ -41,6 +41,16 @@ directory is published (a file path or an http(s) URL) and ``refresh_seconds`` h
     retry_base_seconds = 5.0    # first back-off after a failed delivery, doubling each time ...
     retry_max_seconds = 1800.0  # ... up to this
 
+``[matching]`` sets the matcher's score thresholds (SPEC §5; all optional, defaults from
+``gateway.matching.Thresholds``)::
+
+    [matching]
+    auto = 0.85                 # a fuzzy candidate links automatically at or above this score ...
+    margin = 0.05               # ... and only if it beats the next-best candidate by this much
+    review = 0.75               # below auto but at or above this: proposed for a person to review
+
+``0 <= review <= auto <= 1`` and ``0 <= margin <= 1``, or the configuration is refused.
+
 A list from the environment is comma-separated (``TONGBAN_EXCHANGE_RELAYS=cq-hub,sc-hub``); a
 boolean is ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
 """
@@ -51,11 +61,12 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.matching import Thresholds
 
 CONFIG_FILE = "node.toml"
 _NODE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
@@ -84,6 +95,7 @@ _SCHEMA: dict[str, dict[str, type]] = {
         "retry_base_seconds": float,
         "retry_max_seconds": float,
     },
+    "matching": {"auto": float, "review": float, "margin": float},
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "node": {"endpoint": ""},
@@ -115,6 +127,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "retry_base_seconds": 5.0,
         "retry_max_seconds": 1800.0,
     },
+    "matching": {"auto": Thresholds.auto, "review": Thresholds.review, "margin": Thresholds.margin},
 }
 TRANSPORTS = ("direct", "relay")
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
@@ -153,6 +166,7 @@ class NodeConfig:
     exchange_batch_size: int = 100
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 1800.0
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
     @property
     def enrolled(self) -> bool:
@@ -220,6 +234,14 @@ def _exchange(path: Path, ex: dict[str, Any]) -> dict[str, Any]:
         "retry_base_seconds": ex["retry_base_seconds"],
         "retry_max_seconds": ex["retry_max_seconds"],
     }
+
+
+def _matching(path: Path, m: dict[str, Any]) -> Thresholds:
+    """Validate ``[matching]``: the thresholds must be ordered (``Thresholds`` says how)."""
+    try:
+        return Thresholds(auto=m["auto"], review=m["review"], margin=m["margin"])
+    except ValueError:
+        raise ConfigError(f"{path}: matching needs 0 <= review <= auto <= 1 and 0 <= margin <= 1") from None
 
 
 def _resolve_sqlite(url: str, base: Path) -> str:
@@ -290,6 +312,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
         refresh_seconds=trust["refresh_seconds"],
         trust_state=base / trust["state"],
         last_good_directory=base / trust["last_good"],
+        thresholds=_matching(path, merged["matching"]),
         **_exchange(path, merged["exchange"]),
     )
 

@@ -425,13 +425,15 @@ class MatchResult:
     """The answer to one notice (``match_result``).
 
     A found child (any outcome but ``NOT_FOUND``) has a ledger status and an opaque
-    ``registration_ref``; a child not found has neither.
+    ``registration_ref``; a child not found has neither. ``claimed_elsewhere`` (only with
+    ``MATCHED``): another residence node also reports this child as living there.
     """
 
     notice_ref: str
     outcome: MatchOutcome
     ledger_status: LedgerStatus | None = None
     registration_ref: str = ""
+    claimed_elsewhere: bool = False
 
     def __post_init__(self) -> None:
         found = self.outcome is not MatchOutcome.NOT_FOUND
@@ -439,6 +441,8 @@ class MatchResult:
             raise InvalidRecord(
                 "a found child has a ledger status and a registration reference; one not found has neither"
             )
+        if self.claimed_elsewhere and self.outcome is not MatchOutcome.MATCHED:
+            raise InvalidRecord("only a matched child can be claimed elsewhere")
 
 
 @dataclass(frozen=True)
@@ -457,6 +461,7 @@ def match_result_to_wire(r: MatchResult) -> exchange_pb2.MatchResult:
             _LEDGER_TO_WIRE[r.ledger_status] if r.ledger_status is not None else exchange_pb2.LEDGER_STATUS_UNSPECIFIED
         ),
         registration_ref=r.registration_ref,
+        claimed_elsewhere=r.claimed_elsewhere,
     )
 
 
@@ -471,6 +476,7 @@ def match_result_from_wire(m: exchange_pb2.MatchResult, where: str = "result") -
             outcome=_OUTCOME_FROM_WIRE[m.outcome],
             ledger_status=_LEDGER_FROM_WIRE.get(m.ledger_status),
             registration_ref=m.registration_ref,
+            claimed_elsewhere=m.claimed_elsewhere,
         )
     except InvalidRecord as exc:
         raise InvalidRecord(f"{where}: {exc.detail}") from None

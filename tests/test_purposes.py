@@ -106,9 +106,12 @@ EXPECTED = {
 }
 
 
+VERSIONS = {"migrant_notice": 1, "roster_manifest": 1, "match_result": 2, "case_handoff": 1}
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_every_packaged_profile_loads(name: str) -> None:
-    p = PROFILES.get(name, version=1)
+    p = PROFILES.get(name, version=VERSIONS[name])
     assert (p.sender_role, p.recipient_role, p.payload_type, p.personal, p.encrypted) == EXPECTED[name]
     assert p.fields
     assert 0 < p.max_lifetime_seconds <= 90 * 86_400
@@ -214,7 +217,7 @@ BAD_TABLES: dict[str, tuple[str, str]] = {
     "unknown_role": (_edit('sender = "any_county"', 'sender = "province"'), "sender must be"),
     "same_role_both_sides": (_edit('sender = "registration"', 'sender = "residence"'), "roles must differ"),
     "version_zero": (
-        _edit('name = "match_result"\nversion = 1', 'name = "match_result"\nversion = 0'),
+        _edit('name = "match_result"\nversion = 2', 'name = "match_result"\nversion = 0'),
         "version must be",
     ),
     "lifetime_zero": (

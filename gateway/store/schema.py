@@ -145,3 +145,26 @@ relay_items = Table(
     Column("settled_at", DateTime(timezone=True), nullable=True),
     Index(None, "recipient", "state", "pushed_at"),
 )
+
+# --- reconciliation (SPEC §5) -----------------------------------------------------------------------
+
+# What a period's reconciliation found (gateway.reconcile.findings): codes and references only —
+# this node's record id, the peer's notice/registration reference or roster id, the peer node and
+# division — never a name, an ID number or a birth date. A new run for a period replaces all of
+# that period's rows in one transaction.
+reconcile_findings = Table(
+    "reconcile_findings",
+    metadata,
+    Column("period", String(16), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # order within the period's run
+    Column("code", String(40), nullable=False),
+    Column("role", String(16), nullable=False),  # registration | residence | ledger
+    Column("side", String(8), nullable=False),  # local | peer | both
+    Column("peer", String(64), nullable=False),  # "" when no node serves the peer division
+    Column("peer_division", String(6), nullable=False),
+    Column("record_ref", String(36), nullable=False),  # this node's record id, or ""
+    Column("peer_ref", String(64), nullable=False),
+    Column("detail", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index(None, "period", "code"),
+)

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tongban/v1/exchange.proto\x12\ntongban.v1\"\xf4\x01\n\rMigrantNotice\x12\x12\n\nnotice_ref\x18\x01 \x01(\t\x12\x10\n\x08id_token\x18\x02 \x01(\x0c\x12\x15\n\rname_encoding\x18\x03 \x01(\x0c\x12\x18\n\x10\x62irth_year_month\x18\x04 \x01(\t\x12\x0b\n\x03sex\x18\x05 \x01(\x05\x12\x1a\n\x12residence_division\x18\x06 \x01(\t\x12\x1d\n\x15registration_division\x18\x07 \x01(\t\x12\x14\n\x0cliving_since\x18\x08 \x01(\t\x12\x10\n\x08key_care\x18\t \x01(\x08\x12\x16\n\x0e\x62irth_encoding\x18\n \x01(\x0cJ\x04\x08\x0b\x10\x1f\"~\n\x12MigrantNoticeBatch\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x11\n\troster_id\x18\x02 \x01(\t\x12\x13\n\x0b\x62\x61tch_index\x18\x03 \x01(\r\x12*\n\x07notices\x18\x04 \x03(\x0b\x32\x19.tongban.v1.MigrantNoticeJ\x04\x08\x05\x10\x10\"\x82\x01\n\x0eRosterManifest\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x11\n\troster_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x04 \x01(\r\x12\x16\n\x0e\x65ntries_sha256\x18\x05 \x01(\x0c\x12\x0f\n\x07purpose\x18\x06 \x01(\tJ\x04\x08\x07\x10\x10\"f\n\rSealedPayload\x12\r\n\x05suite\x18\x01 \x01(\t\x12\x18\n\x10recipient_key_id\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\x12\x12\n\ninner_type\x18\x04 \x01(\tJ\x04\x08\x05\x10\x10\"\x9d\x01\n\x0bMatchResult\x12\x12\n\nnotice_ref\x18\x01 \x01(\t\x12)\n\x07outcome\x18\x02 \x01(\x0e\x32\x18.tongban.v1.MatchOutcome\x12/\n\rledger_status\x18\x03 \x01(\x0e\x32\x18.tongban.v1.LedgerStatus\x12\x18\n\x10registration_ref\x18\x04 \x01(\tJ\x04\x08\x05\x10\x10\"z\n\x10MatchResultBatch\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x11\n\troster_id\x18\x02 \x01(\t\x12\x13\n\x0b\x62\x61tch_index\x18\x03 \x01(\r\x12(\n\x07results\x18\x04 \x03(\x0b\x32\x17.tongban.v1.MatchResultJ\x04\x08\x05\x10\x10*\x9d\x01\n\x0cMatchOutcome\x12\x1d\n\x19MATCH_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15MATCH_OUTCOME_MATCHED\x10\x01\x12\x1a\n\x16MATCH_OUTCOME_PROBABLE\x10\x02\x12\x1a\n\x16MATCH_OUTCOME_POSSIBLE\x10\x03\x12\x1b\n\x17MATCH_OUTCOME_NOT_FOUND\x10\x04*\x82\x01\n\x0cLedgerStatus\x12\x1d\n\x19LEDGER_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15LEDGER_STATUS_MIGRANT\x10\x01\x12\x1d\n\x19LEDGER_STATUS_LEFT_BEHIND\x10\x02\x12\x19\n\x15LEDGER_STATUS_NEITHER\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tongban/v1/exchange.proto\x12\ntongban.v1\"\xf4\x01\n\rMigrantNotice\x12\x12\n\nnotice_ref\x18\x01 \x01(\t\x12\x10\n\x08id_token\x18\x02 \x01(\x0c\x12\x15\n\rname_encoding\x18\x03 \x01(\x0c\x12\x18\n\x10\x62irth_year_month\x18\x04 \x01(\t\x12\x0b\n\x03sex\x18\x05 \x01(\x05\x12\x1a\n\x12residence_division\x18\x06 \x01(\t\x12\x1d\n\x15registration_division\x18\x07 \x01(\t\x12\x14\n\x0cliving_since\x18\x08 \x01(\t\x12\x10\n\x08key_care\x18\t \x01(\x08\x12\x16\n\x0e\x62irth_encoding\x18\n \x01(\x0cJ\x04\x08\x0b\x10\x1f\"~\n\x12MigrantNoticeBatch\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x11\n\troster_id\x18\x02 \x01(\t\x12\x13\n\x0b\x62\x61tch_index\x18\x03 \x01(\r\x12*\n\x07notices\x18\x04 \x03(\x0b\x32\x19.tongban.v1.MigrantNoticeJ\x04\x08\x05\x10\x10\"\x82\x01\n\x0eRosterManifest\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x11\n\troster_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x04 \x01(\r\x12\x16\n\x0e\x65ntries_sha256\x18\x05 \x01(\x0c\x12\x0f\n\x07purpose\x18\x06 \x01(\tJ\x04\x08\x07\x10\x10\"f\n\rSealedPayload\x12\r\n\x05suite\x18\x01 \x01(\t\x12\x18\n\x10recipient_key_id\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\x12\x12\n\ninner_type\x18\x04 \x01(\tJ\x04\x08\x05\x10\x10\"\xb8\x01\n\x0bMatchResult\x12\x12\n\nnotice_ref\x18\x01 \x01(\t\x12)\n\x07outcome\x18\x02 \x01(\x0e\x32\x18.tongban.v1.MatchOutcome\x12/\n\rledger_status\x18\x03 \x01(\x0e\x32\x18.tongban.v1.LedgerStatus\x12\x18\n\x10registration_ref\x18\x04 \x01(\t\x12\x19\n\x11\x63laimed_elsewhere\x18\x05 \x01(\x08J\x04\x08\x06\x10\x10\"z\n\x10MatchResultBatch\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x11\n\troster_id\x18\x02 \x01(\t\x12\x13\n\x0b\x62\x61tch_index\x18\x03 \x01(\r\x12(\n\x07results\x18\x04 \x03(\x0b\x32\x17.tongban.v1.MatchResultJ\x04\x08\x05\x10\x10*\x9d\x01\n\x0cMatchOutcome\x12\x1d\n\x19MATCH_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15MATCH_OUTCOME_MATCHED\x10\x01\x12\x1a\n\x16MATCH_OUTCOME_PROBABLE\x10\x02\x12\x1a\n\x16MATCH_OUTCOME_POSSIBLE\x10\x03\x12\x1b\n\x17MATCH_OUTCOME_NOT_FOUND\x10\x04*\x82\x01\n\x0cLedgerStatus\x12\x1d\n\x19LEDGER_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15LEDGER_STATUS_MIGRANT\x10\x01\x12\x1d\n\x19LEDGER_STATUS_LEFT_BEHIND\x10\x02\x12\x19\n\x15LEDGER_STATUS_NEITHER\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tongban.v1.exchange_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MATCHOUTCOME']._serialized_start=938
-  _globals['_MATCHOUTCOME']._serialized_end=1095
-  _globals['_LEDGERSTATUS']._serialized_start=1098
-  _globals['_LEDGERSTATUS']._serialized_end=1228
+  _globals['_MATCHOUTCOME']._serialized_start=965
+  _globals['_MATCHOUTCOME']._serialized_end=1122
+  _globals['_LEDGERSTATUS']._serialized_start=1125
+  _globals['_LEDGERSTATUS']._serialized_end=1255
   _globals['_MIGRANTNOTICE']._serialized_start=42
   _globals['_MIGRANTNOTICE']._serialized_end=286
   _globals['_MIGRANTNOTICEBATCH']._serialized_start=288
@@ -44,7 +44,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEALEDPAYLOAD']._serialized_start=549
   _globals['_SEALEDPAYLOAD']._serialized_end=651
   _globals['_MATCHRESULT']._serialized_start=654
-  _globals['_MATCHRESULT']._serialized_end=811
-  _globals['_MATCHRESULTBATCH']._serialized_start=813
-  _globals['_MATCHRESULTBATCH']._serialized_end=935
+  _globals['_MATCHRESULT']._serialized_end=838
+  _globals['_MATCHRESULTBATCH']._serialized_start=840
+  _globals['_MATCHRESULTBATCH']._serialized_end=962
 # @@protoc_insertion_point(module_scope)

@@ -258,12 +258,15 @@ class MatchResult(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     LEDGER_STATUS_FIELD_NUMBER: _builtins.int
     REGISTRATION_REF_FIELD_NUMBER: _builtins.int
+    CLAIMED_ELSEWHERE_FIELD_NUMBER: _builtins.int
     notice_ref: _builtins.str
     """the MigrantNotice.notice_ref this answers"""
     outcome: Global___MatchOutcome.ValueType
     ledger_status: Global___LedgerStatus.ValueType
     registration_ref: _builtins.str
     """opaque reference chosen by the registration node; empty if not found"""
+    claimed_elsewhere: _builtins.bool
+    """matched, and another residence node also reports this child living there"""
     def __init__(
         self,
         *,
@@ -271,10 +274,11 @@ class MatchResult(_message.Message):
         outcome: Global___MatchOutcome.ValueType = ...,
         ledger_status: Global___LedgerStatus.ValueType = ...,
         registration_ref: _builtins.str = ...,
+        claimed_elsewhere: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ledger_status", b"ledger_status", "notice_ref", b"notice_ref", "outcome", b"outcome", "registration_ref", b"registration_ref"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimed_elsewhere", b"claimed_elsewhere", "ledger_status", b"ledger_status", "notice_ref", b"notice_ref", "outcome", b"outcome", "registration_ref", b"registration_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
