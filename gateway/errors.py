@@ -476,3 +476,57 @@ class AuditChainBroken(GatewayError):
     code = "audit_chain_broken"
     public_message = "the audit log has been altered"
     exit_code = 77
+
+
+# --- Cases: types, lifecycle, statutory clocks (SPEC §6) ----------------------------------------
+
+
+class CaseError(GatewayError):
+    """A case operation was refused. Nothing was changed."""
+
+    code = "case_error"
+    public_message = "the case operation was refused"
+    exit_code = 65
+
+
+class InvalidCase(CaseError):
+    """A case, application or action whose fields break a rule of the case types."""
+
+    code = "invalid_case"
+    public_message = "the case or application is not valid"
+
+
+class IllegalTransition(CaseError):
+    """The lifecycle table does not let this role take this action in the case's current state."""
+
+    code = "illegal_transition"
+    public_message = "this action is not allowed for this role in the case's current state"
+
+
+class MaterialAlreadyRequested(IllegalTransition):
+    """A second request for material on one case: the request is made once, in full (一次性告知)."""
+
+    code = "material_already_requested"
+    public_message = "material was already requested once for this case (一次性告知)"
+
+
+class UnknownReasonCode(CaseError):
+    """A decision or return citing a reason code the table lacks, or one not allowed for it."""
+
+    code = "unknown_reason_code"
+    public_message = "the reason code is unknown or not allowed for this decision"
+
+
+class EventOutOfOrder(CaseError):
+    """An action dated before the case's last event, or with a time that has no time zone."""
+
+    code = "event_out_of_order"
+    public_message = "the action's time is before the case's last event or has no time zone"
+
+
+class CalendarNotCovered(CaseError):
+    """A statutory clock needs a day in a year the holiday calendar has no table for."""
+
+    code = "calendar_not_covered"
+    public_message = "the working-day calendar does not cover this date; add that year's holiday table"
+    exit_code = 78  # EX_CONFIG: the calendar data must be extended
