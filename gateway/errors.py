@@ -478,6 +478,103 @@ class AuditChainBroken(GatewayError):
     exit_code = 77
 
 
+# --- Custody chains (SPEC §6) ----------------------------------------------------------------------
+#
+# Raised by gateway.custody when an event or a chain does not prove who holds a case. Details name a
+# case id, node ids, event kinds and hashes only: custody events carry no personal data.
+
+
+class CustodyError(GatewayError):
+    """A custody event or chain was refused: it does not prove who holds the case."""
+
+    code = "custody_error"
+    public_message = "the custody chain is not valid"
+    exit_code = 65
+
+
+class CustodyEventMalformed(CustodyError, InputError):
+    """An event whose bytes are not a custody event: framing, canonical JSON, fields or values.
+    Also an :class:`InputError`, as every wire message that cannot become a domain value is."""
+
+    code = "custody_event_malformed"
+    public_message = "the custody event is malformed"
+
+
+class CustodyBrokenLink(CustodyError):
+    """An event that does not name the hash of the event before it (reordered, spliced, another case)."""
+
+    code = "custody_broken_link"
+    public_message = "a custody event does not follow the event before it"
+
+
+class CustodySignatureInvalid(CustodyError):
+    """An event whose signature does not verify with the key it names."""
+
+    code = "custody_bad_signature"
+    public_message = "a custody event's signature does not verify"
+
+
+class CustodyUnknownSigner(CustodyError):
+    """The signer (node or provincial operator) or its key is not in the directory."""
+
+    code = "custody_unknown_signer"
+    public_message = "a custody event is signed by a node or key the directory does not list"
+
+
+class CustodySignerNotActive(CustodyError):
+    """A new event from a suspended or revoked node (history already held is judged by the chain rules)."""
+
+    code = "custody_signer_not_active"
+    public_message = "a custody event comes from a node that is suspended or revoked"
+
+
+class CustodyKeyNotValid(CustodyError):
+    """The key was not valid when the event says it was signed, or its rotation overlap has ended."""
+
+    code = "custody_key_not_valid"
+    public_message = "a custody event is signed with a key not valid for its time"
+
+
+class CustodyIllegalTransition(CustodyError):
+    """An event the custody rules do not allow in the state its predecessor leaves the case in."""
+
+    code = "custody_illegal_transition"
+    public_message = "the custody event is not allowed in the case's current state"
+
+
+class CustodyForeignSigner(CustodyIllegalTransition):
+    """A validly signed event by someone other than the actor the rule names (accept by a node the
+    offer is not for, offer or close by a non-holder, override by an operator of another province)."""
+
+    code = "custody_foreign_signer"
+    public_message = "the custody event is signed by someone the rules do not allow to make it"
+
+
+class CustodyTruncatedChain(CustodyError):
+    """A chain that does not start at its genesis, or does not reach the head the verifier knows."""
+
+    code = "custody_truncated_chain"
+    public_message = "the custody chain is incomplete"
+
+
+class CustodyForkedChain(CustodyError):
+    """Two events by different signers on one predecessor where a single chain was expected."""
+
+    code = "custody_forked_chain"
+    public_message = "the custody chain forks"
+
+
+class CustodyEquivocation(CustodyError):
+    """One signer signed two different events on the same predecessor; ``proof`` holds both."""
+
+    code = "custody_equivocation"
+    public_message = "a signer signed two conflicting custody events"
+
+    def __init__(self, detail: str | None = None, *, proof: object = None) -> None:
+        self.proof = proof
+        super().__init__(detail)
+
+
 # --- Cases: types, lifecycle, statutory clocks (SPEC §6) ----------------------------------------
 
 

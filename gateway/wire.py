@@ -9,12 +9,14 @@ an :class:`~gateway.errors.InputError` (never a half-filled domain object).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
-from tongban.v1 import common_pb2, exchange_pb2, records_pb2
+from tongban.v1 import common_pb2, custody_pb2, exchange_pb2, records_pb2
 
+from gateway.custody.events import SignedEvent
 from gateway.domain.period import MonitoringPeriod
 from gateway.domain.records import (
     ChildKind,
@@ -30,7 +32,7 @@ from gateway.domain.records import (
     RecordView,
     Sex,
 )
-from gateway.errors import InputError, InvalidRecord
+from gateway.errors import CustodyEventMalformed, InputError, InvalidRecord
 
 WIRE_VERSION = "tongban.v1"
 
@@ -498,3 +500,54 @@ def match_batch_from_wire(m: exchange_pb2.MatchResultBatch) -> MatchResultBatch:
         batch_index=m.batch_index,
         results=tuple(match_result_from_wire(r, f"results[{i}]") for i, r in enumerate(m.results)),
     )
+
+
+# --- custody events and chains (SPEC §6): node to node, and the answer to "who holds case C?" ---------
+#
+# Imported here rather than at the top so that this section stays self-contained at the end of the
+# module (it was added while other sections were being edited); hoist the imports when convenient.
+
+
+def custody_event_to_wire(e: SignedEvent) -> custody_pb2.CustodyEvent:
+    """The event's bytes exactly as signed; nothing is re-encoded."""
+    return custody_pb2.CustodyEvent(
+        case_id=e.case_id,
+        predecessor=bytes.fromhex(e.predecessor) if e.predecessor is not None else b"",
+        signer=e.signer,
+        body=e.body,
+        signature=common_pb2.Signature(key_id=e.key_id, algorithm=e.algorithm, value=e.signature),
+    )
+
+
+def custody_event_from_wire(m: custody_pb2.CustodyEvent) -> SignedEvent:
+    """A signed event, not yet verified (``gateway.custody.chain.verify_event`` does that).
+    Raises ``CustodyEventMalformed`` (an ``InputError``) for a predecessor that is neither empty
+    nor 32 bytes, a missing signature, or fields of the wrong shape."""
+    if len(m.predecessor) not in (0, 32):
+        raise CustodyEventMalformed("predecessor must be empty (genesis) or a 32-byte SHA-256")
+    if not m.HasField("signature"):
+        raise CustodyEventMalformed("the event has no signature")
+    e = SignedEvent(
+        case_id=m.case_id,
+        predecessor=m.predecessor.hex() if m.predecessor else None,
+        signer=m.signer,
+        body=m.body,
+        key_id=m.signature.key_id,
+        algorithm=m.signature.algorithm,
+        signature=m.signature.value,
+    )
+    e.check_shape()
+    return e
+
+
+def custody_chain_to_wire(case_id: str, events: Sequence[SignedEvent]) -> custody_pb2.CustodyChain:
+    return custody_pb2.CustodyChain(case_id=case_id, events=[custody_event_to_wire(e) for e in events])
+
+
+def custody_chain_from_wire(m: custody_pb2.CustodyChain) -> tuple[str, tuple[SignedEvent, ...]]:
+    """The case id and its events in the order sent (order is part of what ``verify_chain`` checks).
+    Every event must be of the chain's case (``CustodyEventMalformed``)."""
+    events = tuple(custody_event_from_wire(e) for e in m.events)
+    if any(e.case_id != m.case_id for e in events):
+        raise CustodyEventMalformed("a chain holds an event of another case")
+    return m.case_id, events
