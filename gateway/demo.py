@@ -23,6 +23,7 @@ entry points, as an operator would.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -38,9 +39,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from random import Random
 from typing import Any, TextIO
 
 import grpc
+import opencc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import select
 from tongban.v1 import common_pb2, node_pb2_grpc
@@ -48,16 +51,19 @@ from tongban.v1 import common_pb2, node_pb2_grpc
 from gateway import config as config_mod
 from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import Cadence, MonitoringPeriod
-from gateway.domain.records import ChildKind
+from gateway.domain.records import ChildKind, ChildRecord
 from gateway.domain.rules import load_rules
 from gateway.errors import GatewayError
 from gateway.exchange import outbox
 from gateway.exchange.purposes import load_profiles
 from gateway.exchange.rosters import received, send_migrant_roster
 from gateway.node import Node, init_node, open_node
-from gateway.roster import intake
+from gateway.reconcile import service as reconcile_service
+from gateway.reconcile import store as reconcile_store
+from gateway.reconcile.findings import Code, label
 from gateway.store.schema import child_records
-from gateway.synth.generator import SynthSpec, generate, roster_for
+from gateway.synth.export import write_csv
+from gateway.synth.generator import SynthSpec, generate, owner_of
 from gateway.trust.keyfile import (
     ENV_PASSPHRASE,
     ENV_PASSPHRASE_FILE,
@@ -115,6 +121,75 @@ def _keys(*args: str | Path) -> str:
     if code != 0:
         raise DemoFailed(f"`tongban {' '.join(argv[:3])}` exited {code}: {err.getvalue().strip()[-300:]}")
     return out.getvalue()
+
+
+def _tongban(*args: str | Path) -> tuple[int, str]:
+    """Run a ``tongban`` command in-process; return its exit status and what it printed."""
+    from gateway.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue()
+
+
+@dataclass(frozen=True)
+class DemoLedger:
+    records: list[ChildRecord]
+    notes: list[str]  # what this ledger gets wrong, on purpose (counts only)
+
+
+def _ledgers(population: Sequence[ChildRecord], seed: int) -> dict[str, DemoLedger]:
+    """Each county's ledger (台账): the children it owns (SPEC §1) and, at a registration place,
+    those it records as gone out (外出) to another county.
+
+    Real ledgers disagree, so 南部县's ledger gets a few planted mistakes for reconciliation to
+    find: migrants it never recorded, migrants it records as left-behind at home, records without
+    an ID number (one name typed in traditional characters), and a left-behind child it wrongly
+    records as gone to 两江新区. Chosen deterministically from ``seed``.
+    """
+    ledgers: dict[str, DemoLedger] = {}
+    for spec_node in DEMO_NODES:
+        d = spec_node.division
+        owned = [r for r in population if owner_of(r) == d]
+        gone = [
+            r for r in population
+            if r.kind is ChildKind.MIGRANT and r.registration_division == d and r.residence_division != d
+        ]  # fmt: skip
+        ledgers[spec_node.node_id] = DemoLedger(owned + gone, [])
+    nanbu = next(n for n in DEMO_NODES if n.node_id == "sc-nanbu")
+    cq = next(n for n in DEMO_NODES if n.node_id == "cq-liangjiang")
+    rng = Random(f"tongban-demo-ledgers:{seed}")
+    records = ledgers[nanbu.node_id].records
+    to_cq = sorted(
+        (i for i, r in enumerate(records) if r.kind is ChildKind.MIGRANT and r.residence_division == cq.division),
+        key=lambda i: records[i].record_id,
+    )
+    home = sorted(
+        (i for i, r in enumerate(records) if r.kind is ChildKind.LEFT_BEHIND and r.id_number),
+        key=lambda i: records[i].record_id,
+    )
+    if len(to_cq) < 8 or not home:
+        return ledgers  # too small a population to plant mistakes in: the ledgers stay clean
+    rng.shuffle(to_cq)
+    dropped, at_home, no_id, absent = set(to_cq[:2]), to_cq[2:4], to_cq[4:7], rng.choice(home)
+    t2s = opencc.OpenCC("s2t")
+    for i in at_home:
+        records[i] = dataclasses.replace(records[i], kind=ChildKind.LEFT_BEHIND, residence_division=nanbu.division)
+    for i in no_id:
+        records[i] = dataclasses.replace(records[i], id_number=None)
+    records[no_id[0]] = dataclasses.replace(records[no_id[0]], name=t2s.convert(records[no_id[0]].name))
+    records[absent] = dataclasses.replace(records[absent], kind=ChildKind.MIGRANT, residence_division=cq.division)
+    ledgers[nanbu.node_id] = DemoLedger(
+        [r for i, r in enumerate(records) if i not in dropped],
+        [
+            "2 migrants to 两江新区 never recorded",
+            "2 recorded as left-behind at home though living in 两江新区",
+            "3 without an ID number (1 name in traditional characters)",
+            "1 left-behind child recorded as gone to 两江新区",
+        ],
+    )
+    return ledgers
 
 
 def _free_port() -> int:
@@ -311,6 +386,75 @@ def _exchange(w: Any, running: list[RunningNode], callers: dict[str, Caller], pe
             "received": received_total, "restarted": RESTARTED}  # fmt: skip
 
 
+def _wait_delivered(nodes: Sequence[Node], seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        counts = [outbox.counts(n.engine) for n in nodes]
+        pending = sum(k for c in counts for (_peer, status), k in c.items() if status is not outbox.Status.DELIVERED)
+        if pending == 0:
+            return
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"{pending} envelope(s) still undelivered after {seconds:.0f} s")
+        time.sleep(0.3)
+
+
+def _reconcile(
+    w: Any, running: list[RunningNode], callers: dict[str, Caller], period: str, base: Path
+) -> dict[str, Any]:
+    """Step 5: each registration county matches the rosters it received and answers; each
+    residence county reads the answers; both print what does not add up."""
+    w("\n5. Reconciliation: each registration county matches the complete rosters it received against its\n"
+      "   ledger — exact on pairwise ID tokens, fuzzy on keyed Bloom encodings of name (characters and\n"
+      "   toneless pinyin) and birth date, never on a plain name — and answers each sender\n")  # fmt: skip
+    by_id = {r.spec.node_id: r for r in running}
+    profiles = load_profiles()
+    passphrase = passphrase_from_env()
+    found: dict[str, dict[str, int]] = {}
+
+    def run_on(node_id: str, *, send: bool) -> reconcile_service.RunSummary:
+        node, cfg = by_id[node_id].node, by_id[node_id].node.config
+        now = datetime.now(UTC)
+        return reconcile_service.run(
+            node=node,
+            period=period,
+            directory=callers[node_id].trust.current(now),
+            encryption_key=read_encryption_key(cfg.encryption_key, passphrase),
+            signer=Ed25519Signer(read_signing_key(cfg.signing_key, passphrase)),
+            profiles=profiles,
+            thresholds=cfg.thresholds,
+            now=now,
+            send=send,
+        )
+
+    names = {r.spec.node_id: r.node.description.division_name for r in running}
+    for node_id in by_id:
+        result = run_on(node_id, send=True)
+        for sender, n in sorted(result.rosters_matched.items()):
+            w(f"   {node_id:<14} matched the roster of {sender} ({n} notices); answers queued for {sender}\n")
+    _wait_delivered([r.node for r in running])
+    w("   answers delivered; each county reads the answers to its own notices. Findings, both sides:\n")
+    for node_id in by_id:
+        result = run_on(node_id, send=False)  # answers were queued in the first round
+        found[node_id] = {code.value: n for code, n in result.by_code().items()}
+        w(f"   {node_id} ({names[node_id]}):\n")
+        by_role = Counter((f.code, f.role, f.peer) for f in reconcile_store.load(by_id[node_id].node.engine, period))
+        for (code, role, peer), n in sorted(by_role.items(), key=lambda kv: (list(Code).index(kv[0][0]), kv[0][2])):
+            zh, _en = label(code, role, names.get(peer, ""))
+            where = f"as {role.value} place with {peer}" if peer else "own ledger"
+            w(f"     {n:>4}  {zh}  [{code.value}; {where}]\n")
+    report = base / "reports" / f"sc-nanbu-{period}-reconciliation.csv"
+    report.parent.mkdir(exist_ok=True)
+    status, _printed = _tongban(
+        "reconcile", "report", "--config", by_id["sc-nanbu"].node.config.path, "--period", period,
+        "--format", "csv", "--out", report,
+    )  # fmt: skip
+    if status != 0:
+        raise DemoFailed(f"tongban reconcile report exited {status}")
+    w(f"   南部县's staff read every finding, with the child's name from their own ledger, in {report.name}\n"
+      "   (`tongban reconcile report --format csv`, mode 0600; the export is in the audit trail)\n")  # fmt: skip
+    return {"findings": found, "report": str(report)}
+
+
 def _sealed_check(node: Node, period: str, sample: int = 50) -> dict[str, Any]:
     """Read the raw table and confirm that no stored row holds a name or ID number in clear."""
     values: list[bytes] = []
@@ -443,24 +587,36 @@ def run(
             f"   {population[ChildKind.MIGRANT]} 流动 (migrant), {population[ChildKind.LEFT_BEHIND]} 留守 "
             f"(left-behind), {population[ChildKind.NEITHER]} neither — each classified by the real rules\n"
             "   (under 16 on the period's first day, 6 months away, accompanied by a parent or guardian,\n"
-            "   Chongqing's central-district exemption). Each county imports the roster it owns\n"
-            "   (流入地为主: migrants where they live; 户籍地为主: left-behind children where registered):\n"
+            "   Chongqing's central-district exemption). Each county keeps its ledger (台账) — migrants where\n"
+            "   they live (流入地为主), left-behind children and those recorded as gone out (外出) where\n"
+            "   registered (户籍地为主) — exports it as the national system's CSV and imports it:\n"
         )
+        ledgers = _ledgers(list(generate(spec, table, rules)), seed)
+        ledger_dir = base / "ledgers"
+        ledger_dir.mkdir()
         for spec_node, node in nodes:
-            owned = roster_for(generate(spec, table, rules), spec_node.division)
-            result = intake(node.children, owned, period=period.label, table=table, today=today)
+            path = ledger_dir / f"{spec_node.node_id}-{period.label}.csv"
+            with path.open("wb") as fh:
+                write_csv(ledgers[spec_node.node_id].records, fh)
+            node.engine.dispose()  # the command opens the node itself
+            status, printed = _tongban(
+                "roster", "import", "--config", node.config.path, "--period", period.label, "--quiet", path
+            )
+            if status != 0:
+                raise DemoFailed(f"tongban roster import failed for {spec_node.node_id} (exit {status})")
+            accepted = int(printed.split("accepted ", 1)[1].split(" ", 1)[0])
             counts = node.children.counts_by_kind(period.label)
             w(
-                f"   {spec_node.node_id:<14} accepted {result.accepted:>4}  rejected {result.rejected}  "
-                f"stored: {counts[ChildKind.MIGRANT]} 流动 (migrant), "
+                f"   {spec_node.node_id:<14} `tongban roster import {path.name}`: accepted {accepted:>4}, "
+                f"rejected 0 — stored: {counts[ChildKind.MIGRANT]} 流动 (migrant), "
                 f"{counts[ChildKind.LEFT_BEHIND]} 留守 (left-behind)\n"
             )
-            for code, n in Counter(r.code for r in result.rejections).most_common():
-                w(f"   {'':<14} rejected [{code}]: {n}\n")
+            if ledgers[spec_node.node_id].notes:
+                w(f"   {'':<14} as county ledgers really are: {', '.join(ledgers[spec_node.node_id].notes)}\n")
             summary["rosters"][spec_node.node_id] = {
-                "accepted": result.accepted,
-                "rejected": result.rejected,
-                "rerouted": result.rerouted,
+                "file": path.name,
+                "accepted": accepted,
+                "rejected": 0,
                 "stored": {k.value: v for k, v in counts.items()},
                 "encryption": _sealed_check(node, period.label),
             }
@@ -504,8 +660,11 @@ def run(
             # --- 4. exchange ------------------------------------------------------------------
             summary["exchange"] = _exchange(w, running, callers, period.label)
 
-            # --- 5. revocation ----------------------------------------------------------------
-            w(f"\n5. Revocation: 贵州省民政厅 revokes {REVOKED}; the directory is republished (v2)\n")
+            # --- 5. reconciliation ------------------------------------------------------------
+            summary["reconciliation"] = _reconcile(w, running, callers, period.label, base)
+
+            # --- 6. revocation ----------------------------------------------------------------
+            w(f"\n6. Revocation: 贵州省民政厅 revokes {REVOKED}; the directory is republished (v2)\n")
             _keys("node", "revoke", base / "provinces" / "52", REVOKED)
             _keys("province", "publish", base / "provinces" / "52", "--out", base / "provinces" / "52" / "part.json")
             verified = _publish_directory(base, [base / "provinces" / "52" / "part.json"], previous=True)
@@ -538,5 +697,8 @@ def run(
         finally:
             for r in running:
                 _stop(r.process)
-        w("\nNodes stopped gracefully (SIGTERM). Next in the story: matching the notices at the registration places.\n")
+        w(
+            "\nNodes stopped gracefully (SIGTERM). "
+            "Next in the story: handing orphan and disability cases across provinces.\n"
+        )
     return summary

@@ -75,6 +75,18 @@ def test_demo_tells_the_story_and_writes_json(tmp_path: Path) -> None:
     assert exchange["received"]["gz-zhijin"] == expected["cq-liangjiang→gz-zhijin"] + expected["sc-nanbu→gz-zhijin"]
     assert exchange["received"]["sc-nanbu"] == expected["cq-liangjiang→sc-nanbu"]
     assert exchange["attempts"]["cq-liangjiang→gz-zhijin"] >= 2, "the restarted receiver was retried"
+    found = summary["reconciliation"]["findings"]
+    assert set(found) == {"cq-liangjiang", "sc-nanbu", "gz-zhijin"}
+    assert all(f.get("matched", 0) > 0 for f in found.values()), found
+    # The mistakes planted in 南部县's ledger are each found, by both sides where both are concerned.
+    assert found["sc-nanbu"]["living_here_recorded_left_behind"] == 2
+    assert found["cq-liangjiang"]["living_here_recorded_left_behind"] == 2
+    assert found["sc-nanbu"]["gone_but_absent"] == 1
+    assert found["sc-nanbu"]["not_in_ledger"] == 2
+    assert found["cq-liangjiang"]["not_in_ledger"] == 2
+    assert found["sc-nanbu"]["inconsistent_identifier"] == 3, "IDs blanked in the ledger but carried by the notices"
+    assert "review" not in found["gz-zhijin"]
+    assert "not_in_ledger" not in found["gz-zhijin"]
     assert summary["trust"]["directory_version"] == 2
     assert summary["trust"]["root"] == {"version": 1, "keys": 3, "threshold": 2}
     assert "mutual TLS" in done.stdout
