@@ -50,27 +50,33 @@ CASES = [
      [P("x", "张晓明", D, M), P("y", "次仁卓玛", D, F)], {("a", "x"): Band.MATCHED, ("b", "y"): Band.MATCHED}),
     ("one_to_one", [P("a", "张晓明", D, M)], [P("x", "张晓明", D, M), P("y", "张晓明", D, M)],
      {("a", "x"): Band.REVIEW}),
-    ("twins_with_different_given_names_not_auto_matched_across",
-     [P("a", "王子涵", D, M)], [P("y", "王子轩", D, M)], {("a", "y"): Band.REVIEW}),
+    # A lone pair one given character apart on the same day is, to the matcher, a typo: it links.
+    # (Twins are kept apart by the margin when the other twin is there; see the next case.)
+    ("lone_look_alike_same_day_reads_as_a_typo",
+     [P("a", "王子涵", D, M)], [P("y", "王子轩", D, M)], {("a", "y"): Band.MATCHED}),
+    ("twin_look_alike_with_a_competitor_goes_to_review",
+     [P("a", "王子涵", D, M)], [P("x", "王子轩", D, M), P("y", "王子瑞", D, M)], {("a", "x"): Band.REVIEW}),
     ("twins_each_matched_to_their_own",
      [P("a", "王子涵", D, M), P("b", "王子轩", D, M)], [P("x", "王子涵", D, M), P("y", "王子轩", D, M)],
      {("a", "x"): Band.MATCHED, ("b", "y"): Band.MATCHED}),
     ("identical_twins_records_go_to_review",
      [P("a", "王一诺", D, F), P("b", "王一诺", D, F)], [P("x", "王一诺", D, F)], {("a", "x"): Band.REVIEW}),
-    ("sex_disagreement_is_a_strong_negative", [P("a", "张晓明", D, M)], [P("x", "张晓明", D, F)],
-     {("a", "x"): Band.REVIEW}),
+    ("different_known_sexes_never_linked", [P("a", "张晓明", D, M)], [P("x", "张晓明", D, F)], {}),
     ("unknown_sex_is_neutral", [P("a", "张晓明", D, None)], [P("x", "张晓明", D, M)], {("a", "x"): Band.MATCHED}),
     ("missing_birth_date_goes_to_review", [P("a", "张晓明", None, M)], [P("x", "张晓明", D, M)],
      {("a", "x"): Band.REVIEW}),
     ("not_found", [P("a", "张晓明", D, M)], [P("x", "李秀英", date(2009, 11, 30), F)], {}),
     ("one_day_off_still_linked", [P("a", "张晓明", D, M)], [P("x", "张晓明", D + timedelta(days=1), M)],
      {("a", "x"): Band.MATCHED}),
-    ("lunar_birthday_goes_to_review", [P("a", "张晓明", date(2014, 3, 9), M)], [P("x", "张晓明", date(2014, 2, 9), M)],
-     {("a", "x"): Band.REVIEW}),
-    ("sibling_names_one_character_apart_go_to_review", [P("a", "张晓明", D, M)], [P("x", "张晓红", D, M)],
-     {("a", "x"): Band.REVIEW}),
-    ("year_typo_goes_to_review", [P("a", "张晓明", D, M)], [P("x", "张晓明", D.replace(year=2016), M)],
-     {("a", "x"): Band.REVIEW}),
+    ("lunar_birthday_still_linked", [P("a", "张晓明", date(2014, 3, 9), M)], [P("x", "张晓明", date(2014, 2, 9), M)],
+     {("a", "x"): Band.MATCHED}),
+    ("one_character_apart_and_a_day_off_reads_as_a_typo", [P("a", "张晓明", D, M)],
+     [P("x", "张晓红", D + timedelta(days=1), M)], {("a", "x"): Band.MATCHED}),
+    ("one_character_apart_and_a_year_off_goes_to_review", [P("a", "张晓明", D, M)],
+     [P("x", "张晓红", D.replace(year=2016), M)], {("a", "x"): Band.REVIEW}),
+    ("sibling_born_another_year_not_linked", [P("a", "张晓明", D, M)], [P("x", "张晓红", date(2012, 2, 20), M)], {}),
+    ("year_typo_still_linked", [P("a", "张晓明", D, M)], [P("x", "张晓明", D.replace(year=2016), M)],
+     {("a", "x"): Band.MATCHED}),
 ]  # fmt: skip
 
 
@@ -93,7 +99,7 @@ def test_exact_link_has_stage_score_and_hints_without_values() -> None:
 
 
 def test_a_candidate_below_auto_is_never_auto_linked() -> None:
-    left, right = [P("a", "张晓明", D, M).entry()], [P("x", "张小明", D + timedelta(days=1), M).entry()]
+    left, right = [P("a", "张晓明", D, M).entry()], [P("x", "张晓红", D + timedelta(days=1), M).entry()]
     (link,) = match(left, right, Thresholds(auto=0.99, review=0.5, margin=0.0)).links
     assert link.score < 0.99
     assert link.band is Band.REVIEW

@@ -12,7 +12,7 @@ The public API (everything a caller needs; no database, no gRPC, numpy only)::
         One record as the matcher sees it: nothing in clear but sex and year-month. ``id_token`` is
         ``tokens.id_token(pair key, ID)`` for a valid ID, ``b""`` otherwise.
 
-    Thresholds(auto=0.85, review=0.65, margin=0.05)
+    Thresholds(auto=0.85, review=0.65, margin=0.1)
     Band.MATCHED / Band.REVIEW / Band.NOT_FOUND
     Link(left, right, band, score, stage ("exact" | "fuzzy"), hints)
         hints: per-field agreement that reveals no value, e.g.
@@ -22,8 +22,8 @@ The public API (everything a caller needs; no database, no gRPC, numpy only)::
     match(left, right, thresholds=Thresholds()) -> MatchResult
         left = the registration ledger, right = the residence notices. Exact on equal non-empty
         id_token (one to one), then fuzzy on the rest; two entries with different non-empty
-        id_tokens are never linked; an automatic match needs score ≥ auto and a margin over the
-        next-best candidate of either entry; below auto never auto-links. See
+        id_tokens, or two different known sexes, are never linked; an automatic match needs
+        score ≥ auto and a margin over the next-best candidate of either entry; below auto never auto-links. See
         :mod:`gateway.matching.matcher` for the score and :mod:`gateway.matching.names` for the
         normalisation of names.
 

@@ -24,22 +24,24 @@ field              m (bits)  k     tokens
                                    ``b:^张``, ``b:张晓`` … ``b:明$`` (empty for a name typed in pinyin)
 ``name_pinyin``    256       12    toneless pinyin: padded letter bigrams ``l:^z``, ``l:zh`` …
                                    ``l:g$`` over the joined syllables, and syllables ``s:zhang``
-``birth``          128       8     see below (all zero when the date is unknown)
+``birth``          128       6/3   three segments, see below (all zero when the date is unknown)
 =================  ========  ====  ==================================================================
 
-The budgets are chosen so that typical names and dates set about 40–50 % of the bits
+The name budgets are chosen so that typical names set about 40–50 % of the bits
 (``tests/test_matching_encodings.py`` measures it on generated names and dates).
 
-Birth-date tokens, made so that the usual errors of county ledgers still share most tokens:
+The birth filter is cut into three **segments**, so that the matcher can tell *which* kind of
+agreement two dates have (a single Dice over mixed tokens cannot):
 
-* ``y:2015`` the year and ``ym:2015-06`` the year-month;
-* ``md:3/12`` the month and day as an **unordered** pair, ``mdo:03-12`` as ordered — both survive a
-  typo in the year;
-* ``d:`` + ISO date for the day itself **and its two neighbours** (± 1 day shares 2 of 3);
-* ``d:`` for the date with month and day **swapped** (when that is a date);
-* ``d:`` for the date **read as a lunar date** (农历) converted to solar, and for the solar date
-  converted to lunar and written as if solar (lunardate, 1900–2099): a lunar birthday written in
-  one ledger and the solar one in the other share two ``d:`` tokens.
+* bits 0–55, **day**: the token ``d:`` + ISO date of the day itself (k = 6);
+* bits 56–111, **near**: the same kind of token for each *variant* of the day (:func:`birth_variants`:
+  the day before and after, month and day swapped when that is a date, the lunar (农历) reading
+  written as solar and the solar day whose lunar date is written so; lunardate, 1900–2099), under
+  the **same field key and size** as the day segment — so one side's day bits are all set in the
+  other's near segment exactly when its date is a variant of the other's (k = 6);
+* bits 112–127, **month–day**: ``md:MM-DD`` (k = 3; survives a typo in the year).
+
+Segment positions come from the big-endian 32-bit words of the HMAC, mod the segment size.
 
 Layout
 ------
@@ -68,7 +70,8 @@ from lunardate import LunarDate
 from gateway.exchange.tokens import field_key
 from gateway.matching.names import NormalisedName, normalise_name
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 1: one birth filter of mixed tokens (refused now: its bits mean something else)
+_VERSION_BYTE = bytes([LAYOUT_VERSION])
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,20 @@ class FieldSpec:
 
 NAME_CHARS = FieldSpec("name_chars", 128, 12)
 NAME_PINYIN = FieldSpec("name_pinyin", 256, 12)
-BIRTH = FieldSpec("birth", 128, 8)
+BIRTH = FieldSpec("birth", 128, 6)  # k: bits per date token in the day and near segments
+# The birth filter's three segments (bits 0–55, 56–111, 112–127): the day, its variants, month–day.
+BIRTH_DAY_BITS = 56
+BIRTH_NEAR_BITS = 56
+BIRTH_MD_BITS = 16
+BIRTH_DATE_K = BIRTH.k
+BIRTH_MD_K = 3
 NAME_FIELDS = (NAME_CHARS, NAME_PINYIN)
 BIRTH_FIELDS = (BIRTH,)
 NAME_ENCODING_BYTES = 1 + sum(f.nbytes for f in NAME_FIELDS)
 BIRTH_ENCODING_BYTES = 1 + sum(f.nbytes for f in BIRTH_FIELDS)
 
+if BIRTH.bits != BIRTH_DAY_BITS + BIRTH_NEAR_BITS + BIRTH_MD_BITS:
+    raise RuntimeError("the birth segments must fill the birth filter")
 for _f in (*NAME_FIELDS, *BIRTH_FIELDS):  # power of two: `% m` of a 16-bit word is unbiased
     if _f.bits & (_f.bits - 1) or not 8 <= _f.bits <= 65536 or not 1 <= _f.k <= 16:
         raise RuntimeError(f"bad Bloom filter parameters for {_f.name}")
@@ -140,24 +151,30 @@ def _solar_as_lunar(d: date) -> date | None:
         return None
 
 
-@functools.lru_cache(maxsize=65536)
-def birth_tokens(d: date) -> tuple[str, ...]:
-    """The birth-date tokens of the module docstring (deterministic order, no duplicates)."""
+def birth_variants(d: date) -> tuple[date, ...]:
+    """The dates a ledger may have written instead of ``d``: the day before and after, the day with
+    month and day swapped (when that is another date), the lunar reading of ``d`` written as solar
+    and the solar day whose lunar date is written ``d`` (deterministic order, no repeats, not ``d``)."""
     days: list[date] = []
-    for delta in (-1, 0, 1):
-        try:
+    for delta in (-1, 1):
+        with contextlib.suppress(OverflowError):
             days.append(d + timedelta(days=delta))
-        except OverflowError:
-            continue
     with contextlib.suppress(ValueError):  # the swap is a date only when the day is ≤ 12
         days.append(date(d.year, d.day, d.month))
     for other in (_lunar_as_solar(d), _solar_as_lunar(d)):
         if other is not None:
             days.append(other)
-    low, high = sorted((d.month, d.day))
-    tokens = [f"y:{d.year:04d}", f"ym:{d.year:04d}-{d.month:02d}", f"md:{low}/{high}", f"mdo:{d.month:02d}-{d.day:02d}"]
-    tokens += [f"d:{x.isoformat()}" for x in days]
-    return tuple(dict.fromkeys(tokens))
+    return tuple(x for x in dict.fromkeys(days) if x != d)
+
+
+@functools.lru_cache(maxsize=65536)
+def birth_tokens(d: date) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The tokens of the three birth segments: ``(day, near, month_day)`` (see the module docstring)."""
+    return (
+        (f"d:{d.isoformat()}",),
+        tuple(f"d:{x.isoformat()}" for x in birth_variants(d)),
+        (f"md:{d.month:02d}-{d.day:02d}",),
+    )
 
 
 # --- filters -----------------------------------------------------------------------------------------
@@ -196,25 +213,81 @@ class FieldEncoder:
         return value.to_bytes(self.spec.nbytes, "big")
 
 
+class SegmentEncoder:
+    """Sets the bits of one segment of the birth filter: ``k`` positions from the big-endian 32-bit
+    words of ``HMAC-SHA256(field key, token)``, mod ``bits`` (any size; the bias of ``% bits`` on a
+    32-bit word is below 10⁻⁸). Two segments built from one field key put a token on the same
+    positions, which is what lets the matcher test one side's day against the other's variants."""
+
+    def __init__(self, key: bytes, label: str, bits: int, k: int) -> None:
+        if not 8 <= bits <= 65536 or not 1 <= k <= 8:
+            raise RuntimeError(f"bad Bloom segment parameters for {label}")
+        self.bits = bits
+        self.k = k
+        self._key = field_key(key, label)
+        self._masks: dict[str, int] = {}
+
+    def positions(self, token: str) -> tuple[int, ...]:
+        digest = hmac.digest(self._key, token.encode("utf-8"), "sha256")
+        return tuple(int.from_bytes(digest[4 * i : 4 * i + 4], "big") % self.bits for i in range(self.k))
+
+    def mask(self, tokens: Iterable[str]) -> int:
+        """The segment's bits as an integer of ``bits`` bits, position 0 the most significant."""
+        value = 0
+        for token in tokens:
+            m = self._masks.get(token)
+            if m is None:
+                m = 0
+                for p in self.positions(token):
+                    m |= 1 << (self.bits - 1 - p)
+                if len(self._masks) < 1_000_000:
+                    self._masks[token] = m
+            value |= m
+        return value
+
+
 class Encoder:
-    """The encodings of one pair key: use one instance for a whole roster (it caches)."""
+    """The encodings of one pair key: use one instance for a whole roster (it caches the bits of
+    every token and the encoding of every name and date it has seen, up to a bound)."""
+
+    _CACHE_LIMIT = 1_000_000
 
     def __init__(self, key: bytes) -> None:
         self._chars = FieldEncoder(key, NAME_CHARS)
         self._pinyin = FieldEncoder(key, NAME_PINYIN)
-        self._birth = FieldEncoder(key, BIRTH)
+        self._day = SegmentEncoder(key, "birth_date", BIRTH_DAY_BITS, BIRTH_DATE_K)
+        self._md = SegmentEncoder(key, "birth_md", BIRTH_MD_BITS, BIRTH_MD_K)
+        self._names: dict[str, bytes] = {}
+        self._births: dict[date, bytes] = {}
 
     def name(self, name: str) -> bytes:
-        normalised = normalise_name(name)
-        return (
-            bytes([LAYOUT_VERSION])
-            + self._chars.filter(name_char_tokens(normalised))
-            + self._pinyin.filter(name_pinyin_tokens(normalised))
-        )
+        out = self._names.get(name)
+        if out is None:
+            normalised = normalise_name(name)
+            out = (
+                _VERSION_BYTE
+                + self._chars.filter(name_char_tokens(normalised))
+                + self._pinyin.filter(name_pinyin_tokens(normalised))
+            )
+            if len(self._names) < self._CACHE_LIMIT:
+                self._names[name] = out
+        return out
 
     def birth(self, birth_date: date | None) -> bytes:
-        tokens = birth_tokens(birth_date) if birth_date is not None else ()
-        return bytes([LAYOUT_VERSION]) + self._birth.filter(tokens)
+        if birth_date is None:
+            return _VERSION_BYTE + bytes(BIRTH.nbytes)
+        out = self._births.get(birth_date)
+        if out is None:
+            day, near, md = birth_tokens(birth_date)
+            value = (
+                self._day.mask(day) << (BIRTH_NEAR_BITS + BIRTH_MD_BITS)
+                | self._day.mask(near) << BIRTH_MD_BITS
+                | self._md.mask(md)
+            )
+            out = _VERSION_BYTE + value.to_bytes(BIRTH.nbytes, "big")
+            if len(self._births) < self._CACHE_LIMIT:
+                self._births[birth_date] = out
+        return out
 
 
 @functools.lru_cache(maxsize=16)

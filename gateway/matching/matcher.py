@@ -7,63 +7,89 @@ Stages, in order:
    links its entries in input order as ``review``. The extras join the fuzzy stage.
 2. **Fuzzy** — every remaining pair that is *allowed* is scored; a pair is **never allowed when both
    entries have a non-empty id_token** (two different valid IDs are two different children, however
-   alike their names and birth dates). The score of a pair::
+   alike their names and birth dates), **nor when both sexes are known and differ** (sex is carried
+   in clear and, for a valid ID, read from the number). The score is a sum of per-field evidence in
+   the spirit of Fellegi–Sunter (agreement adds, disagreement subtracts), on the similarities of
+   :class:`_Parts`::
 
-       name  = 0.75 · Dice(name_pinyin)² + 0.25 · Dice(name_chars)²   (both have characters)
-             = Dice(name_pinyin)²                                       (one was typed in pinyin)
-       birth = Dice(birth)
-       score = 0.6 · name + 0.4 · birth − 0.25 · [both sexes known and different]
+       name  = W_NAME · (Dice(pinyin) − NAME_FROM) / (1 − NAME_FROM)        # negative when unlike
+             + W_CHARS · ramp(Dice(chars), CHARS_FROM)                      # both have characters
+       birth = max(W_DAY · ramp(day, DAY_FROM), W_NEAR · ramp(near, NEAR_FROM))
+             + W_MD · ramp(month–day, MD_FROM)
+       score = name + birth + W_SEX · [sexes agree] + OFFSET                 (reported clipped to [0, 1])
 
-   A missing name or birth date (``b""`` or an all-zero filter) counts :data:`NEUTRAL` — about what
-   two unrelated filters share — so that a pair with a missing field can reach review but never
-   ``auto`` with the default thresholds. Unknown sex is neutral.
-3. **Assignment** — candidate pairs by descending score (ties by position), each entry used once
-   (greedy). A pair is ``matched`` when ``score ≥ auto`` **and** it beats the next-best candidate of
-   *either* entry by at least ``margin``; otherwise ``review`` when ``score ≥ review``; else it is
-   not linked. A candidate below ``auto`` is never auto-linked. The margin rule is what keeps twins
-   and siblings with the same birth date (and guardian) from being auto-matched to each other: each
-   twin has a close competitor, so anything short of a clear winner goes to a person.
+   ``ramp(x, t)`` is 0 up to ``t`` and rises to 1 at 1. ``day`` is the Dice of the birth filters'
+   day segments (1: the same date), ``near`` the mean share of each side's day found among the
+   other's variants (±1 day, day–month swap, lunar reading: 1 for any of them), ``month–day`` the
+   Dice of the month–day segments (1 for a typo in the year) — see :mod:`gateway.matching.bloom`.
+   The weights were fitted on the synthetic ledgers of :mod:`gateway.synth.ledgers` so that a
+   clean pair scores ≈1.2, one name error *or* one date error ≥ 0.85, and one of each around the
+   auto threshold. A missing name counts ``NEUTRAL_NAME``, a missing birth date ``NEUTRAL_BIRTH``:
+   a pair with a missing field can reach review but not ``auto`` with the default thresholds.
+3. **Assignment** — candidate pairs by descending (unclipped) score, ties by position, each entry
+   used once (greedy). A pair is ``matched`` when ``score ≥ auto`` **and** it beats the next-best
+   candidate of *either* entry by at least ``margin``; otherwise ``review`` when ``score ≥ review``;
+   else it is not linked. A candidate below ``auto`` is never auto-linked. The margin rule is what
+   keeps twins and siblings with the same birth date (and guardian) from being auto-matched to each
+   other when the other twin is present: each twin has a close competitor. A lone pair one given
+   character apart on the same day is indistinguishable from a typo and is linked.
 
-The squares spread names that differ in one character (twins 王子涵 / 王子轩: pinyin Dice about
-0.8, because they share the surname and most letter bigrams) away from the same name, while a
-homophone or a name typed in pinyin keeps a pinyin Dice of 1.
-
-Speed: Dice² ≤ Dice ≤ cosine (the arithmetic mean of two counts bounds their geometric mean), so the
-fuzzy stage first computes an **upper bound** of every score — the same weighted sum with cosine
-instead of Dice, with the sex penalty, the neutral values and the forbidden pairs folded in as
-extra columns — as one float32 matrix product per chunk of left rows (BLAS), keeps the pairs whose
-bound reaches ``min(review, auto − margin)``, and computes exact Dice scores for those only. No
-blocking: every allowed pair is considered, so nothing is lost to a blocking key. Memory is bounded
-by the tile (16 MiB of scores at a time) plus the two bound matrices (about 1.6 KB per entry).
+Speed: Dice ≤ cosine and every ramp is ≤ its argument, so the fuzzy stage first computes an **upper
+bound** of every score — the same weighted sum with cosines, the near share as it stands (it is a
+product already), the character part at its maximum, and the neutral values and forbidden pairs
+folded in as extra columns — as one float32 matrix product per tile, within the blocks of one sex
+(an unknown sex meets both), keeps the pairs whose bound reaches ``min(review, auto − margin)``,
+and computes exact scores for those only. No other blocking: nothing is lost to a blocking key.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
 from gateway.domain.records import Sex
-from gateway.matching.bloom import BIRTH, NAME_CHARS, NAME_PINYIN, split_birth, split_name
+from gateway.matching.bloom import (
+    BIRTH,
+    BIRTH_DAY_BITS,
+    BIRTH_NEAR_BITS,
+    NAME_CHARS,
+    NAME_PINYIN,
+    split_birth,
+    split_name,
+)
 
 Ref = str | int
 
 W_NAME = 0.6
-W_BIRTH = 0.4
-PINYIN_SHARE = 0.75  # of the name score, when both names have characters
-SEX_PENALTY = 0.25
-NEUTRAL = 0.45  # a missing field's similarity: about the Dice of two unrelated 40–50 % filters
+NAME_FROM = 0.5
+W_CHARS = 0.1
+CHARS_FROM = 0.5
+W_DAY = 0.3
+DAY_FROM = 0.5
+W_NEAR = 0.25
+NEAR_FROM = 0.7
+W_MD = 0.15
+MD_FROM = 0.5
+W_SEX = 0.05
+SEX_PENALTY = 1.0
+OFFSET = 0.05
+NEUTRAL_NAME = 0.2
+NEUTRAL_BIRTH = 0.0
 FORBIDDEN = -100.0
 _EPSILON = 1e-4  # float32 rounding of the bound
 _TILE = 2048  # scores are computed in tiles of _TILE × _TILE (float32: 16 MiB)
 
-# Per-field agreement hints (no values): thresholds on the field similarity.
-AGREE = 0.9
-PARTIAL = 0.7
+# Per-field agreement hints (no values): thresholds on the field similarities.
+NAME_AGREE = 0.9
+NAME_PARTIAL = 0.7
+DAY_AGREE = 0.9
+NEAR_AGREE = 0.9
 
 
 @dataclass(frozen=True)
@@ -92,8 +118,8 @@ class Thresholds:
     ``ValueError`` unless ``0 ≤ review ≤ auto ≤ 1`` and ``0 ≤ margin ≤ 1``."""
 
     auto: float = 0.85
-    review: float = 0.75
-    margin: float = 0.05
+    review: float = 0.65
+    margin: float = 0.1
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.review <= self.auto <= 1.0 and 0.0 <= self.margin <= 1.0):
@@ -134,17 +160,28 @@ class MatchResult:
 
 # --- the prepared side -------------------------------------------------------------------------------
 
+_DAY = slice(0, BIRTH_DAY_BITS // 8)  # byte ranges of the birth filter's segments
+_NEAR = slice(BIRTH_DAY_BITS // 8, (BIRTH_DAY_BITS + BIRTH_NEAR_BITS) // 8)
+_MD = slice((BIRTH_DAY_BITS + BIRTH_NEAR_BITS) // 8, BIRTH.nbytes)
+
 
 @dataclass
 class _Side:
     chars: npt.NDArray[np.uint8]  # packed filters, one row per entry
     pinyin: npt.NDArray[np.uint8]
-    birth: npt.NDArray[np.uint8]
+    day: npt.NDArray[np.uint8]
+    near: npt.NDArray[np.uint8]
+    md: npt.NDArray[np.uint8]
     n_chars: npt.NDArray[np.float32]  # popcounts
     n_pinyin: npt.NDArray[np.float32]
-    n_birth: npt.NDArray[np.float32]
+    n_day: npt.NDArray[np.float32]
+    n_near: npt.NDArray[np.float32]
+    n_md: npt.NDArray[np.float32]
     sex: npt.NDArray[np.int8]  # 0 unknown, 1 male, 2 female
     has_token: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.sex)
 
     @property
     def name_missing(self) -> npt.NDArray[np.bool_]:
@@ -156,7 +193,15 @@ class _Side:
 
     @property
     def birth_missing(self) -> npt.NDArray[np.bool_]:
-        return np.equal(self.n_birth, 0)
+        return np.equal(self.n_day, 0)
+
+    def subset(self, idx: npt.NDArray[np.intp]) -> _Side:
+        return _Side(*(getattr(self, f.name)[idx] for f in fields(self)))
+
+
+def _ones(a: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    counts: npt.NDArray[np.float32] = np.bitwise_count(a).sum(axis=1, dtype=np.int32).astype(np.float32)
+    return counts
 
 
 def _prepare(entries: Sequence[Entry], side: str) -> _Side:
@@ -179,12 +224,10 @@ def _prepare(entries: Sequence[Entry], side: str) -> _Side:
             birth[i] = np.frombuffer(born, dtype=np.uint8)
         sex[i] = 1 if e.sex is Sex.MALE else 2 if e.sex is Sex.FEMALE else 0
         has_token[i] = bool(e.id_token)
-
-    def ones(a: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        counts: npt.NDArray[np.float32] = np.bitwise_count(a).sum(axis=1, dtype=np.int32).astype(np.float32)
-        return counts
-
-    return _Side(chars, pinyin, birth, ones(chars), ones(pinyin), ones(birth), sex, has_token)
+    day, near, md = (np.ascontiguousarray(birth[:, s]) for s in (_DAY, _NEAR, _MD))
+    return _Side(
+        chars, pinyin, day, near, md, _ones(chars), _ones(pinyin), _ones(day), _ones(near), _ones(md), sex, has_token
+    )
 
 
 def _dice(
@@ -196,52 +239,91 @@ def _dice(
     return out
 
 
+def _contained(
+    a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], na: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float64]:
+    """Share of a's bits that are set in b (0.0 when a is empty)."""
+    inter = np.bitwise_count(a & b).sum(axis=1, dtype=np.int32)
+    out: npt.NDArray[np.float64] = np.divide(inter, na.astype(np.float64), out=np.zeros(len(na)), where=na > 0)
+    return out
+
+
 @dataclass
 class _Parts:
-    name: npt.NDArray[np.float64]
-    birth: npt.NDArray[np.float64]
+    """Field similarities of a list of pairs, each in [0, 1]."""
+
+    pinyin: npt.NDArray[np.float64]  # Dice of the pinyin filters
+    chars: npt.NDArray[np.float64]  # Dice of the character filters (0 when either has none)
+    both_chars: npt.NDArray[np.bool_]
+    day: npt.NDArray[np.float64]  # Dice of the day segments: 1 for the same date
+    near: npt.NDArray[np.float64]  # mean share of each day found in the other's variants
+    md: npt.NDArray[np.float64]  # Dice of the month–day segments
     sex_agree: npt.NDArray[np.int8]  # 1 agree, -1 disagree, 0 unknown
     name_known: npt.NDArray[np.bool_]
     birth_known: npt.NDArray[np.bool_]
 
-    @property
+    @cached_property
+    def name(self) -> npt.NDArray[np.float64]:
+        """The name part: pinyin evidence, plus a little for agreeing characters (when both sides
+        have them: a homophone or a name typed in pinyin loses only that little)."""
+        chars = np.where(self.both_chars, W_CHARS * _ramp(self.chars, CHARS_FROM), 0.0)
+        pinyin = W_NAME * (self.pinyin - NAME_FROM) / (1.0 - NAME_FROM)  # negative below NAME_FROM
+        return np.where(self.name_known, pinyin + chars, NEUTRAL_NAME)
+
+    @cached_property
+    def birth(self) -> npt.NDArray[np.float64]:
+        """The birth part: the same day, or else one of its variants, plus the same month and day."""
+        day = np.maximum(W_DAY * _ramp(self.day, DAY_FROM), W_NEAR * _ramp(self.near, NEAR_FROM))
+        return np.where(self.birth_known, day + W_MD * _ramp(self.md, MD_FROM), NEUTRAL_BIRTH)
+
+    @cached_property
+    def raw(self) -> npt.NDArray[np.float64]:
+        """The unclipped score (module docstring)."""
+        sex = np.where(self.sex_agree > 0, W_SEX, np.where(self.sex_agree < 0, -SEX_PENALTY, 0.0))
+        return self.name + self.birth + sex + OFFSET
+
+    @cached_property
     def score(self) -> npt.NDArray[np.float64]:
-        name = np.where(self.name_known, self.name, NEUTRAL)
-        birth = np.where(self.birth_known, self.birth, NEUTRAL)
-        return W_NAME * name + W_BIRTH * birth - SEX_PENALTY * (self.sex_agree < 0)
+        return np.clip(self.raw, 0.0, 1.0)
+
+
+def _ramp(x: npt.NDArray[np.float64], start: float) -> npt.NDArray[np.float64]:
+    """0 up to ``start``, then linear to 1 at 1: never above ``x`` itself on [0, 1]."""
+    out: npt.NDArray[np.float64] = np.clip((x - start) / (1.0 - start), 0.0, 1.0)
+    return out
 
 
 def _parts(L: _Side, R: _Side, i: npt.NDArray[np.intp], j: npt.NDArray[np.intp]) -> _Parts:
     """Exact field similarities of the pairs (i[k], j[k])."""
-    dp = _dice(L.pinyin[i], R.pinyin[j], L.n_pinyin[i], R.n_pinyin[j])
-    dc = _dice(L.chars[i], R.chars[j], L.n_chars[i], R.n_chars[j])
-    both_chars = ~(L.chars_missing[i] | R.chars_missing[j])
-    # Squared: two different given names of one family still share most bigrams (Dice ~0.8); the
-    # square spreads them away from the same name (1.0) while keeping a homophone (pinyin 1.0) high.
-    dp, dc = dp * dp, dc * dc
-    name = np.where(both_chars, PINYIN_SHARE * dp + (1 - PINYIN_SHARE) * dc, dp)
-    birth = _dice(L.birth[i], R.birth[j], L.n_birth[i], R.n_birth[j])
+    near = 0.5 * (_contained(L.day[i], R.near[j], L.n_day[i]) + _contained(R.day[j], L.near[i], R.n_day[j]))
     sl, sr = L.sex[i], R.sex[j]
     sex_agree = np.where((sl == 0) | (sr == 0), 0, np.where(sl == sr, 1, -1)).astype(np.int8)
     return _Parts(
-        name=name,
-        birth=birth,
+        pinyin=_dice(L.pinyin[i], R.pinyin[j], L.n_pinyin[i], R.n_pinyin[j]),
+        chars=_dice(L.chars[i], R.chars[j], L.n_chars[i], R.n_chars[j]),
+        both_chars=~(L.chars_missing[i] | R.chars_missing[j]),
+        day=_dice(L.day[i], R.day[j], L.n_day[i], R.n_day[j]),
+        near=near,
+        md=_dice(L.md[i], R.md[j], L.n_md[i], R.n_md[j]),
         sex_agree=sex_agree,
         name_known=~(L.name_missing[i] | R.name_missing[j]),
         birth_known=~(L.birth_missing[i] | R.birth_missing[j]),
     )
 
 
-def _level(value: float, known: bool) -> str:
+def _level(value: float, known: bool, agree: float, partial: float) -> str:
     if not known:
         return "unknown"
-    return "agree" if value >= AGREE else "partial" if value >= PARTIAL else "disagree"
+    return "agree" if value >= agree else "partial" if value >= partial else "disagree"
 
 
 def _hints(p: _Parts, k: int) -> dict[str, str]:
+    known = bool(p.birth_known[k])
+    birth = "unknown" if not known else "agree" if p.day[k] >= DAY_AGREE else "partial" if (
+        p.near[k] >= NEAR_AGREE or p.md[k] >= DAY_AGREE) else "disagree"  # fmt: skip
     return {
-        "name": _level(float(p.name[k]), bool(p.name_known[k])),
-        "birth": _level(float(p.birth[k]), bool(p.birth_known[k])),
+        "name": _level(float(p.pinyin[k]), bool(p.name_known[k]), NAME_AGREE, NAME_PARTIAL),
+        "birth": birth,
         "sex": {1: "agree", -1: "disagree", 0: "unknown"}[int(p.sex_agree[k])],
     }
 
@@ -250,51 +332,61 @@ def _hints(p: _Parts, k: int) -> dict[str, str]:
 
 
 def _unpack_scaled(
-    packed: npt.NDArray[np.uint8], counts: npt.NDArray[np.float32], weight: float
+    packed: npt.NDArray[np.uint8], counts: npt.NDArray[np.float32], weight: float, power: float = 0.5
 ) -> npt.NDArray[np.float32]:
     bits = np.unpackbits(packed, axis=1).astype(np.float32)
-    scale = np.divide(np.float32(weight), np.sqrt(counts), out=np.zeros_like(counts), where=counts > 0)
+    scale = np.divide(np.float32(weight), counts**power, out=np.zeros_like(counts), where=counts > 0)
     bits *= scale[:, None]
     return bits
 
 
 def _bound_matrices(L: _Side, R: _Side) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Matrices A (left) and B (right) with ``A @ B.T`` ≥ every pair's score (see the module docstring).
+    """Matrices A (left) and B (right) with ``A @ B.T`` ≥ every pair's raw score (module docstring).
 
-    Left rows carry the weights; right rows are only normalised. The character part of the name
-    (weight 0.15, or the pinyin's extra share when one side has no characters) is bounded by its
-    maximum, a constant, which keeps the product a third smaller. Extra columns fold in, as sums of
-    products of a left and a right value: "either side lacks X" (``a + b − a·b``), the sex penalty
-    and the forbidden pairs.
+    Dice ≤ cosine, and a cosine is a product of two unit vectors: left rows carry the weights, right
+    rows are only normalised. The near similarity is a product as it stands (each day scaled by its
+    own count, against the other side's variant bits). The character part of the name is bounded by
+    its maximum, a constant. Extra columns fold in, as sums of products of a left and a right value:
+    "either side lacks X" (``a + b − a·b``), the sex terms and the forbidden pairs.
     """
-    wn, wb = W_NAME, W_BIRTH
-    one_l = np.ones(len(L.sex), dtype=np.float32)
-    one_r = np.ones(len(R.sex), dtype=np.float32)
-    extra_a: list[npt.NDArray[np.float32]] = [wn * (1 - PINYIN_SHARE) * one_l]
-    extra_b: list[npt.NDArray[np.float32]] = [one_r]
+    wn = W_NAME
+    one_l = np.ones(len(L), dtype=np.float32)
+    one_r = np.ones(len(R), dtype=np.float32)
+    name_scale = wn / (1.0 - NAME_FROM)
+    known = (~L.name_missing).astype(np.float32)
+    extra_a: list[npt.NDArray[np.float32]] = [(W_CHARS + OFFSET) * one_l, -name_scale * NAME_FROM * known]
+    extra_b: list[npt.NDArray[np.float32]] = [one_r, (~R.name_missing).astype(np.float32)]
 
     def either(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_], value: float) -> None:
         fa, fb = a.astype(np.float32), b.astype(np.float32)
         extra_a.extend([value * fa, value * one_l, value * fa])
         extra_b.extend([one_r, fb, -fb])
 
-    either(L.name_missing, R.name_missing, wn * NEUTRAL)
-    either(L.birth_missing, R.birth_missing, wb * NEUTRAL)
-    extra_a.extend([-SEX_PENALTY * (L.sex == 1), -SEX_PENALTY * (L.sex == 2)])
-    extra_b.extend([(R.sex == 2).astype(np.float32), (R.sex == 1).astype(np.float32)])
+    either(L.name_missing, R.name_missing, NEUTRAL_NAME)
+    either(L.birth_missing, R.birth_missing, NEUTRAL_BIRTH)
+    for mine, other in ((1, 2), (2, 1)):
+        extra_a.extend([W_SEX * (L.sex == mine), -SEX_PENALTY * (L.sex == mine)])
+        extra_b.extend([(R.sex == mine).astype(np.float32), (R.sex == other).astype(np.float32)])
     extra_a.append(FORBIDDEN * L.has_token.astype(np.float32))
     extra_b.append(R.has_token.astype(np.float32))
+    half = 0.5 * W_NEAR
     a = np.hstack(
         [
-            _unpack_scaled(L.pinyin, L.n_pinyin, wn * PINYIN_SHARE),
-            _unpack_scaled(L.birth, L.n_birth, wb),
+            _unpack_scaled(L.pinyin, L.n_pinyin, name_scale),
+            _unpack_scaled(L.day, L.n_day, W_DAY),
+            _unpack_scaled(L.day, L.n_day, half, power=1.0),
+            _unpack_scaled(L.near, L.n_near, half, power=0.0),
+            _unpack_scaled(L.md, L.n_md, W_MD),
             np.stack(extra_a, axis=1).astype(np.float32),
         ]
     )
     b = np.hstack(
         [
             _unpack_scaled(R.pinyin, R.n_pinyin, 1.0),
-            _unpack_scaled(R.birth, R.n_birth, 1.0),
+            _unpack_scaled(R.day, R.n_day, 1.0),
+            _unpack_scaled(R.near, R.n_near, 1.0, power=0.0),
+            _unpack_scaled(R.day, R.n_day, 1.0, power=1.0),
+            _unpack_scaled(R.md, R.n_md, 1.0),
             np.stack(extra_b, axis=1).astype(np.float32),
         ]
     )
@@ -304,31 +396,46 @@ def _bound_matrices(L: _Side, R: _Side) -> tuple[npt.NDArray[np.float32], npt.ND
 def _candidates(
     L: _Side, R: _Side, floor: float
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64], _Parts]:
-    """Every allowed pair with score ≥ floor: (left index, right index, score, parts)."""
-    nl, nr = len(L.sex), len(R.sex)
+    """Every allowed pair with score ≥ floor: (left index, right index, score, parts).
+
+    Pairs whose sexes are both known and differ are never allowed (see the module docstring), so
+    the bound is only computed within the blocks of one sex (an unknown sex meets both)."""
     empty = np.zeros(0, dtype=np.intp)
-    if nl == 0 or nr == 0:
+    if len(L) == 0 or len(R) == 0:
         return empty, empty, np.zeros(0), _parts(L, R, empty, empty)
     a, bt = _bound_matrices(L, R)
     cut = np.float32(floor - _EPSILON)
     found_i: list[npt.NDArray[np.intp]] = []
     found_j: list[npt.NDArray[np.intp]] = []
-    # Tiles of TILE × TILE scores (16 MiB): big enough for BLAS, small enough to stay in cache
-    # for the comparison that follows.
-    for r0 in range(0, nl, _TILE):
-        rows = a[r0 : r0 + _TILE]
-        for c0 in range(0, nr, _TILE):
-            bound = rows @ bt[:, c0 : c0 + _TILE]
-            ii, jj = np.nonzero(bound >= cut)
-            if len(ii):
-                found_i.append(ii.astype(np.intp) + r0)
-                found_j.append(jj.astype(np.intp) + c0)
+    rows_of = {s: np.flatnonzero(L.sex == s) for s in (0, 1, 2)}
+    cols_of = {s: np.flatnonzero(R.sex == s) for s in (0, 1, 2)}
+    blocks = [
+        (rows_of[1], np.concatenate([cols_of[1], cols_of[0]])),
+        (rows_of[2], np.concatenate([cols_of[2], cols_of[0]])),
+        (rows_of[0], np.arange(len(R), dtype=np.intp)),
+    ]
+    for rows_idx, cols_idx in blocks:
+        if not len(rows_idx) or not len(cols_idx):
+            continue
+        ab = a[rows_idx]
+        bb = np.ascontiguousarray(bt[:, cols_idx])
+        # Tiles of TILE × TILE scores (16 MiB): big enough for BLAS, small enough to stay in cache
+        # for the comparison that follows.
+        for r0 in range(0, len(rows_idx), _TILE):
+            rows = ab[r0 : r0 + _TILE]
+            for c0 in range(0, len(cols_idx), _TILE):
+                bound = rows @ bb[:, c0 : c0 + _TILE]
+                ii, jj = np.nonzero(bound >= cut)
+                if len(ii):
+                    found_i.append(rows_idx[ii + r0])
+                    found_j.append(cols_idx[jj + c0])
     i = np.concatenate(found_i) if found_i else empty
     j = np.concatenate(found_j) if found_j else empty
-    score = _parts(L, R, i, j).score
+    score = _parts(L, R, i, j).raw
     keep = score >= floor
-    i, j, score = i[keep], j[keep], score[keep]
-    return i, j, score, _parts(L, R, i, j)
+    i, j = i[keep], j[keep]
+    parts = _parts(L, R, i, j)
+    return i, j, parts.raw, parts
 
 
 # --- matching ------------------------------------------------------------------------------------------
@@ -375,7 +482,7 @@ def match(left: Sequence[Entry], right: Sequence[Entry], thresholds: Thresholds 
     rest_l = np.flatnonzero(~used_l)
     rest_r = np.flatnonzero(~used_r)
     floor = min(t.review, t.auto - t.margin)
-    ci, cj, score, parts = _candidates(_subset(L, rest_l), _subset(R, rest_r), floor)
+    ci, cj, score, parts = _candidates(L.subset(rest_l), R.subset(rest_r), floor)
     if len(ci):
         # The best and second-best candidate score of every entry, for the margin rule.
         top_l = _top_two(ci, score, len(rest_l))
@@ -393,20 +500,14 @@ def match(left: Sequence[Entry], right: Sequence[Entry], thresholds: Thresholds 
             band = Band.MATCHED if s >= t.auto and s - competitor >= t.margin else Band.REVIEW
             taken_l[i] = taken_r[j] = True
             li, rj = int(rest_l[i]), int(rest_r[j])
-            links.append(Link(left[li].ref, right[rj].ref, band, round(s, 6), "fuzzy", _hints(parts, int(k))))
+            shown = round(min(max(s, 0.0), 1.0), 6)
+            links.append(Link(left[li].ref, right[rj].ref, band, shown, "fuzzy", _hints(parts, int(k))))
             used_l[li] = used_r[rj] = True
     return MatchResult(
         links=tuple(links),
         unmatched_left=tuple(left[int(i)].ref for i in np.flatnonzero(~used_l)),
         unmatched_right=tuple(right[int(j)].ref for j in np.flatnonzero(~used_r)),
     )
-
-
-def _subset(s: _Side, idx: npt.NDArray[np.intp]) -> _Side:
-    return _Side(
-        s.chars[idx], s.pinyin[idx], s.birth[idx], s.n_chars[idx], s.n_pinyin[idx], s.n_birth[idx],
-        s.sex[idx], s.has_token[idx],
-    )  # fmt: skip
 
 
 @dataclass

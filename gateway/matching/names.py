@@ -160,22 +160,36 @@ def _t2s() -> opencc.OpenCC:
     return opencc.OpenCC("t2s")
 
 
-@functools.lru_cache(maxsize=65536)
-def _simplified(text: str) -> str:
-    converted: str = _t2s().convert(text)
-    return converted
+# Per-character caches, filled on first sight (a name is read one character at a time, so a roster of
+# 100,000 different names costs only as many OpenCC and pypinyin calls as it has different characters).
+_SIMPLIFIED: dict[str, str] = {}
+_READING: dict[str, str] = {}
 
 
-@functools.lru_cache(maxsize=65536)
-def _pinyin(text: str) -> tuple[str, ...]:
-    return tuple(p for p in lazy_pinyin(text, style=Style.NORMAL, v_to_u=False, errors="ignore") if p)
+def _simplified(ch: str) -> str:
+    out = _SIMPLIFIED.get(ch)
+    if out is None:
+        out = str(_t2s().convert(ch))
+        _SIMPLIFIED[ch] = out
+    return out
+
+
+def _reading(ch: str) -> str:
+    """pypinyin's toneless reading of one character (``""`` when it has none)."""
+    out = _READING.get(ch)
+    if out is None:
+        found = lazy_pinyin(ch, style=Style.NORMAL, v_to_u=False, errors="ignore")
+        out = found[0] if found else ""
+        _READING[ch] = out
+    return out
 
 
 def _han_syllables(chars: str) -> tuple[str, ...]:
+    """The surname read as a surname (:data:`SURNAME_READINGS`), then each character of the given
+    name read on its own (given names are not phrases: a phrase reading would straddle words)."""
     surname = chars[:2] if chars[:2] in COMPOUND_SURNAMES else chars[:1]
-    given = chars[len(surname) :]
-    head = SURNAME_READINGS.get(surname) or _pinyin(surname)
-    return tuple(head) + (_pinyin(given) if given else ())
+    head = SURNAME_READINGS.get(surname) or tuple(_reading(c) for c in surname)
+    return tuple(r for r in (*head, *(_reading(c) for c in chars[len(surname) :])) if r)
 
 
 def segment_pinyin(letters: str) -> tuple[str, ...] | None:
@@ -237,7 +251,7 @@ def normalise_name(raw: str) -> NormalisedName:
     text = "".join(ch for ch in text if ch not in _SEPARATORS and not ch.isspace())
     han = "".join(ch for ch in text if _is_han(ch))
     if han:
-        chars = "".join(ch for ch in _simplified(han) if _is_han(ch))
+        chars = "".join(ch for c in han for ch in _simplified(c) if _is_han(ch))
         return NormalisedName(chars=chars, syllables=_han_syllables(chars))
     # Separators matter for segmentation of Latin names: keep them for that path.
     latin = unicodedata.normalize("NFKC", raw)
