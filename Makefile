@@ -51,12 +51,14 @@ divisions-check: $(VENV)/.installed-run
 	$(BIN)/tongban divisions build --source ../shared/data --check
 
 # Benchmarks write bench/results/<name>.json (see bench/README.md); BENCH_ARGS=--quick for a short run,
-# EXCHANGE_ARGS=--million to add the memory of a 1,000,000-record roster. The README's performance
+# EXCHANGE_ARGS=--million to add the memory of a 1,000,000-record roster; MATCHING_ARGS for bench.matching
+# (e.g. --sizes 10000 --feedback /tmp/matching_feedback.md). The README's performance
 # table is then regenerated from the results (`python -m bench.readme_table --check` finds drift).
 bench: $(VENV)/.installed-run
 	$(BIN)/python -m bench.store $(BENCH_ARGS)
 	$(BIN)/python -m bench.directory $(BENCH_ARGS)
 	$(BIN)/python -m bench.exchange $(BENCH_ARGS) $(EXCHANGE_ARGS)
+	$(BIN)/python -m bench.matching $(BENCH_ARGS) $(MATCHING_ARGS)
 	$(BIN)/python -m bench.readme_table
 
 ci:

@@ -90,6 +90,7 @@ from gateway.exchange.envelope import Outgoing, parse_envelope, seal, verify_rec
 from gateway.exchange.purposes import Profiles, check_payload, load_profiles, minimise
 from gateway.exchange.rosters import MANIFEST_PURPOSE, NOTICE_PURPOSE, SendSummary, received, send_migrant_roster
 from gateway.exchange.tokens import id_token, pair_key
+from gateway.matching import Encoder
 from gateway.node import init_node, open_node
 from gateway.server import NodeServer
 from gateway.store.db import make_engine, migrate
@@ -155,6 +156,7 @@ PART_LABELS = {
     "minimise_check_payload": "minimise + check_payload, 1,000-notice batch",
     "aes_gcm_seal_envelope": "AES-GCM seal of an envelope (at rest)",
     "hmac_id_token": "HMAC-SHA256 of an ID number (pairwise token)",
+    "bloom_encode_name_birth": "keyed Bloom encodings of name and birth date, new children",
     "grpc_mtls_stream": "gRPC stream over mTLS, 1,000 records/message",
     "outbox_insert": "outbox-sized rows, batched insert",
     "inbox_insert": "inbox-sized rows, batched insert",
@@ -442,6 +444,7 @@ class Sample:
     receipt: bytes
     id_numbers: list[str]
     pair_key: bytes
+    people: list[tuple[str, date]]  # (name, birth date) of distinct children, for the encoding part
 
 
 def build_sample(source: RosterSource, live: BenchPki, profiles: Profiles) -> Sample:
@@ -457,8 +460,15 @@ def build_sample(source: RosterSource, live: BenchPki, profiles: Profiles) -> Sa
         period=PERIOD,
     )
     records = list(source.records(BATCH))
+    encoder = Encoder(key)
     notices = tuple(
-        notice_from_record(r, notice_ref=r.record_id, id_token=id_token(key, r.id_number) if r.id_number else b"")
+        notice_from_record(
+            r,
+            notice_ref=r.record_id,
+            id_token=id_token(key, r.id_number) if r.id_number else b"",
+            name_encoding=encoder.name(r.name),
+            birth_encoding=encoder.birth(r.birth_date),
+        )
         for r in records
     )
     profile = profiles.get(NOTICE_PURPOSE)
@@ -487,6 +497,7 @@ def build_sample(source: RosterSource, live: BenchPki, profiles: Profiles) -> Sa
         receipt=receipt.SerializeToString(),
         id_numbers=[r.id_number for r in records if r.id_number],
         pair_key=key,
+        people=[(r.name, r.birth_date) for r in source.pool],
     )
 
 
@@ -593,6 +604,15 @@ def bench_parts(
             hmac.new(hmac_key, label + number, hashlib.sha256).digest()
         return len(hmac_inputs)
 
+    def encode() -> int:
+        # A fresh encoder each run (its caches empty) over the pool's children: what a roster of
+        # children never seen under this pair key costs (names repeat in the pool only by chance).
+        encoder = Encoder(hmac_key)
+        for name, born in sample.people:
+            encoder.name(name)
+            encoder.birth(born)
+        return len(sample.people)
+
     def sign_small() -> int:
         ops = 20_000 // scale
         for _ in range(ops):
@@ -610,6 +630,7 @@ def bench_parts(
                 "minimise_check_payload": Case(minimise_check),
                 "aes_gcm_seal_envelope": Case(aes),
                 "hmac_id_token": Case(tokens, unit="records/s"),
+                "bloom_encode_name_birth": Case(encode, unit="records/s"),
                 "grpc_mtls_stream": Case(lambda: echo.stream(big), unit="messages/s"),
                 "ed25519_sign_small": Case(sign_small),
                 "grpc_mtls_1_record_per_message": Case(lambda: echo.stream(tiny), unit="messages/s"),
@@ -622,6 +643,7 @@ def bench_parts(
     references = {name: timings.pop(name) for name in reference_names}
     per_item = dict.fromkeys(timings, BATCH)
     per_item["hmac_id_token"] = 1
+    per_item["bloom_encode_name_birth"] = 1
     return timings, references, per_item
 
 

@@ -127,12 +127,41 @@ def directory_rows(result: dict[str, Any]) -> list[Row]:
     ]
 
 
+def matching_rows(result: dict[str, Any]) -> list[Row]:
+    goal = result.get("goal", {})
+    target = f"F1 ≥ {goal.get('f1', 0.99)}, every kind ≥ {goal.get('kind_recall', 0.95)}, no twin auto-linked"
+    rows: list[Row] = []
+    for run in result["runs"]:
+        ref = run["reference"]
+        reference = f"ID-only join: F1 {ref['evaluation']['overall']['f1']:.3f}, {ref['timing']['median_s']:.2f} s"
+        figure = f"matching two ledgers of {_n(run['rows'])} rows, {run['overlap']:.0%} overlap (`tongban match`)"
+        if "evaluation" not in run:
+            rows.append(("matching", figure, "not measured", reference, result.get("pipeline_reason") or ""))
+            continue
+        overall = run["evaluation"]["overall"]
+        failing = len(run["failing_kinds"])
+        twins = run["evaluation"]["sibling_auto_matched"].get("twin", 0)
+        verdict = "met" if run["goal_met"] else f"not met: {failing} kinds below, {twins} twins"
+        rows.append(
+            (
+                "matching",
+                figure,
+                f"F1 {overall['f1']:.3f} (P {overall['precision']:.3f}, R {overall['recall']:.3f}); "
+                f"{run['match']['median_s']:.1f} s, {_mib(run['match_peak_python_bytes'])} peak",
+                reference,
+                f"{target}: {verdict}",
+            )
+        )
+    return rows
+
+
 FORMATTERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "matching": matching_rows,
     "exchange": exchange_rows,
     "store": store_rows,
     "directory": directory_rows,
 }
-ORDER = ("exchange", "store", "directory")
+ORDER = ("matching", "exchange", "store", "directory")
 
 
 # --- the block ------------------------------------------------------------------------------------------

@@ -204,6 +204,7 @@ EXCHANGE_PARTS = {
     "minimise_check_payload",
     "aes_gcm_seal_envelope",
     "hmac_id_token",
+    "bloom_encode_name_birth",
     "grpc_mtls_stream",
 }
 EXCHANGE_DB_PARTS = {"outbox_insert", "inbox_insert", "sealed_record_read"}
@@ -321,3 +322,48 @@ def test_the_readme_table_replaces_only_its_block_and_detects_drift(tmp_path: Pa
 
     readme.write_text("# Project without markers\n", encoding="utf-8")
     assert readme_table.main([*args, "--check"]) == 2
+
+
+# --- bench.matching -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_quick_matching_benchmark_writes_complete_results(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.matching", "--quick", "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "REFERENCE: ID-only join" in proc.stdout
+    assert "GOAL" in proc.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["matching.json"]
+
+    result = json.loads((tmp_path / "matching.json").read_text(encoding="utf-8"))
+    assert result["benchmark"] == "matching"
+    assert result["params"]["quick"] is True
+    assert result["goal"] == {"f1": 0.99, "kind_recall": 0.95, "twins_auto_matched": 0}
+    assert _positive(result["max_rss_bytes"])
+    [run] = result["runs"]
+    assert (run["rows"], run["overlap"]) == (2000, 0.7)
+    assert run["pairs"] == 1400
+    assert run["sibling_links"]["twin"] > 0
+    _check_timing(run["reference"]["timing"], "reference", 1)
+    assert 0 < run["reference"]["evaluation"]["overall"]["recall"] < 1
+    if result["pipeline"] is None:  # `tongban match` not available: the reason is recorded
+        assert result["pipeline_reason"]
+        return
+    _check_timing(run["match"], "match", 1)
+    assert _positive(run["match_peak_python_bytes"])
+    evaluation = run["evaluation"]
+    assert {"overall", "stages", "kinds", "review", "sibling_auto_matched"} <= evaluation.keys()
+    assert evaluation["stages"].keys() == {"exact", "fuzzy"}
+    for name in ("precision", "recall", "f1"):
+        assert 0 <= evaluation["overall"][name] <= 1
+    assert {"clean", "homophone", "lunar_birthday", "id_mistyped"} <= evaluation["kinds"].keys()
+    assert [name for name, k in evaluation["kinds"].items() if name != "non_overlap" and k["pairs"] == 0] == []
+    assert isinstance(run["goal_met"], bool)
+    assert isinstance(result["goal_met"], bool)
