@@ -627,3 +627,32 @@ class CalendarNotCovered(CaseError):
     code = "calendar_not_covered"
     public_message = "the working-day calendar does not cover this date; add that year's holiday table"
     exit_code = 78  # EX_CONFIG: the calendar data must be extended
+
+
+class CaseNotFound(CaseError):
+    """No case with this id on this node."""
+
+    code = "case_not_found"
+    public_message = "no such case on this node"
+
+
+class NotEligible(CaseError):
+    """An approval refused because the application does not qualify; ``detail`` lists reason codes."""
+
+    code = "not_eligible"
+    public_message = "the application does not qualify: decide 'not approved' with one of the reason codes"
+
+
+class AttachmentRefused(CaseError):
+    """An attachment whose chunks or bytes do not match its reference (size, chunk count, SHA-256)."""
+
+    code = "attachment_refused"
+    public_message = "an attachment does not match its reference and was refused"
+
+
+class CaseMessageRefused(CaseError):
+    """A case message from a peer that this node cannot apply: wrong nodes, unknown inner type,
+    an event the other side may not take."""
+
+    code = "case_message_refused"
+    public_message = "a case message from a peer was refused"

@@ -47,11 +47,13 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy import Connection
-from tongban.v1 import common_pb2, county_pb2_grpc, envelope_pb2, node_pb2, node_pb2_grpc, relay_pb2_grpc
+from tongban.v1 import common_pb2, county_pb2_grpc, custody_pb2, envelope_pb2, node_pb2, node_pb2_grpc, relay_pb2_grpc
 
 from gateway import audit
 from gateway.config import NodeConfig
-from gateway.errors import ConfigError, ExchangeError, GatewayError
+from gateway.custody.service import PURPOSE as CUSTODY_PURPOSE
+from gateway.custody.service import CustodyService, custody_status_for
+from gateway.errors import ConfigError, ExchangeError, GatewayError, InputError
 from gateway.exchange.delivery import DeliveryWorker, personal_purposes
 from gateway.exchange.envelope import Verified
 from gateway.exchange.purposes import load_profiles
@@ -65,7 +67,7 @@ from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read
 from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore
 from gateway.trust.tls import TlsIdentity, server_credentials
-from gateway.wire import node_info_to_wire
+from gateway.wire import custody_chain_from_wire, custody_chain_to_wire, node_info_to_wire
 
 log = logging.getLogger("tongban.server")
 
@@ -86,9 +88,11 @@ class NodeExchangeServicer(node_pb2_grpc.NodeExchangeServicer):
         *,
         disabled: str = "",
         disabled_status: grpc.StatusCode = grpc.StatusCode.UNIMPLEMENTED,
+        custody: CustodyService | None = None,
     ) -> None:
         self._info = node_info_to_wire(node.description)
         self._receiver = receiver
+        self._custody = custody
         self._disabled = disabled or "envelope exchange is not enabled on this node"
         self._disabled_status = disabled_status
 
@@ -125,6 +129,17 @@ class NodeExchangeServicer(node_pb2_grpc.NodeExchangeServicer):
             _log_refusal(peer.node_id, exc)
             context.abort(status_for(exc), public_message(exc))
 
+    def WhoHolds(self, request: node_pb2.WhoHoldsRequest, context: grpc.ServicerContext) -> node_pb2.WhoHoldsResponse:
+        """Thin: the service decides (only nodes the chain names) and audits; errors map once."""
+        if self._custody is None:
+            context.abort(self._disabled_status, f"exchange_disabled: {self._disabled}")
+        peer = authenticated_peer()
+        try:
+            events = self._custody.who_holds(request.case_id, peer.node_id)
+        except GatewayError as exc:
+            context.abort(custody_status_for(exc), public_message(exc))
+        return node_pb2.WhoHoldsResponse(chain=custody_chain_to_wire(request.case_id, events))
+
 
 def refusal_to_wire(error: ExchangeError) -> node_pb2.Refusal:
     """The in-stream form of a refusal: what ``Deliver`` would have answered as a status."""
@@ -134,6 +149,31 @@ def refusal_to_wire(error: ExchangeError) -> node_pb2.Refusal:
 def _log_refusal(peer: str, error: GatewayError) -> None:
     # The code only: a detail can name fields or divisions of the refused payload.
     log.info("refused an envelope from %s (%s)", peer, error.code)
+
+
+def both(*hooks: OnAccept) -> OnAccept:
+    """Run several ``on_accept`` hooks, in order, in the transaction that stores the envelope."""
+
+    def on_accept(conn: Connection, verified: Verified) -> None:
+        for hook in hooks:
+            hook(conn, verified)
+
+    return on_accept
+
+
+def apply_custody(custody: CustodyService) -> OnAccept:
+    """The receiver's ``on_accept`` hook for ``custody_event`` envelopes: convert the chain and let
+    the custody service append its events in the transaction that stores the envelope."""
+
+    def on_accept(conn: Connection, verified: Verified) -> None:
+        if verified.purpose != CUSTODY_PURPOSE:
+            return
+        if not isinstance(verified.payload, custody_pb2.CustodyChain):  # the profile guarantees it
+            raise InputError("a custody message must carry a CustodyChain")
+        case_id, events = custody_chain_from_wire(verified.payload)
+        custody.apply(conn, verified.sender, case_id, events)
+
+    return on_accept
 
 
 def audit_receipts(node_id: str) -> OnAccept:
@@ -210,6 +250,7 @@ class NodeServer:
         self.tls = cfg.enrolled
         self.trust: TrustStore | None = None
         self.receiver: Receiver | None = None
+        self.custody: CustodyService | None = None
         self.delivery: DeliveryWorker | None = None
         self.pullers: list[RelayPuller] = []
         self.relay: RelayServicer | None = None
@@ -229,6 +270,15 @@ class NodeServer:
             profiles = load_profiles()
             if cfg.signing_key.exists():
                 signer = Ed25519Signer(read_signing_key(cfg.signing_key, passphrase_from_env()))
+                self.custody = CustodyService(
+                    node_id=cfg.node_id,
+                    engine=node.engine,
+                    keyring=node.keyring,
+                    signer=signer,
+                    directory=lambda: store.current(),
+                    profiles=profiles,
+                    clock=store.clock,
+                )
                 self.receiver = Receiver(
                     node_id=cfg.node_id,
                     engine=node.engine,
@@ -237,7 +287,7 @@ class NodeServer:
                     profiles=profiles,
                     signer=signer,
                     clock=store.clock,
-                    on_accept=audit_receipts(cfg.node_id),
+                    on_accept=both(audit_receipts(cfg.node_id), apply_custody(self.custody)),
                     relays=cfg.exchange_relays,
                 )
             else:
@@ -293,6 +343,7 @@ class NodeServer:
                 self.receiver,
                 disabled=disabled,
                 disabled_status=grpc.StatusCode.UNAVAILABLE if self.tls else grpc.StatusCode.UNIMPLEMENTED,
+                custody=self.custody,
             ),
             self._server,
         )

@@ -319,7 +319,8 @@ BAD: list[tuple[str, Case, type[ExchangeError], str]] = [
     ("wrong_recipient", bytes_case(valid(recipient=OTHER_SICHUAN)), WrongRecipient, "addressed to sc-yilong"),
     # 8. the purpose, before the payload is read
     ("unknown_purpose", bytes_case(valid(purpose="bulk_export")), PurposeNotAllowed, "unknown purpose"),
-    ("reserved_purpose", bytes_case(valid(purpose="custody_event")), PurposeNotAllowed, "reserved"),
+    # custody_event v1 was reserved (no payload); v2 defines it: the old version is refused.
+    ("reserved_version_of_a_purpose", bytes_case(valid(purpose="custody_event")), PurposeNotAllowed, "holds version 2"),
     ("other_profile_version", bytes_case(valid(profile_version=2)), PurposeNotAllowed, "version 2"),
     (
         "payload_type_not_the_profiles",

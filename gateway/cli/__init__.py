@@ -34,7 +34,21 @@ Handler = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here so that `tongban --help` stays the one place that lists every group.
-    from gateway.cli import audit, cases, demo, divisions, ids, node, outbox, purposes, reconcile, roster, synth
+    from gateway.cli import (
+        audit,
+        case,
+        cases,
+        custody,
+        demo,
+        divisions,
+        ids,
+        node,
+        outbox,
+        purposes,
+        reconcile,
+        roster,
+        synth,
+    )
 
     parser = argparse.ArgumentParser(
         prog="tongban",
@@ -42,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and debug logs")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    for module in (node, roster, reconcile, outbox, audit, synth, demo, divisions, ids, purposes, cases):
+    for module in (node, roster, reconcile, outbox, audit, synth, demo, divisions, ids, purposes, cases, case, custody):
         module.register(groups)
     # Tools that sit beside the gateway (the operators' `keys` tool, the county-file adapters)
     # plug in through entry points, so that `gateway` never imports them (STYLE habit 10).

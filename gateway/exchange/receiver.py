@@ -77,7 +77,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from tongban.v1 import envelope_pb2, exchange_pb2
+from tongban.v1 import custody_pb2, envelope_pb2, exchange_pb2
 
 from gateway.errors import (
     EnvelopeMalformed,
@@ -142,11 +142,22 @@ def _notices_between(sender: NodeEntry, recipient: NodeEntry, payload: Message) 
             )
 
 
+def _custody_chain(sender: NodeEntry, recipient: NodeEntry, payload: Message) -> None:
+    """A custody message is one case's events (signed by their own signers, checked one by one when
+    applied by ``gateway.custody.service``): here only that it is one non-empty case."""
+    if not isinstance(payload, custody_pb2.CustodyChain):
+        raise PurposeNotAllowed("a custody chain was expected")
+    if not payload.events or any(e.case_id != payload.case_id for e in payload.events):
+        raise PurposeNotAllowed("a custody message must carry events of its one case")
+
+
 PAIR_RULES: Mapping[str, PairRule] = {
     "migrant_notice": _notices_between,
     "match_result": _no_content_rule,  # answers notices this pair already exchanged
     "roster_manifest": _no_content_rule,
     "case_handoff": _no_content_rule,  # the content is end-to-end encrypted to the recipient
+    "case_decision": _no_content_rule,  # likewise; gateway.cases.handoff checks the case's nodes after opening
+    "custody_event": _custody_chain,  # any county to any county: the events name who is involved
 }
 """What each purpose's *content* must say about its sender and recipient. A purpose missing here is
 refused (fail closed): whoever adds a purpose to ``purposes.toml`` must state its rule here."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -167,4 +168,141 @@ reconcile_findings = Table(
     Column("detail", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index(None, "period", "code"),
+)
+
+
+# --- cases (SPEC §6) --------------------------------------------------------------------------------
+
+# One row per cross-province case this node takes part in, as accepting (residence) or registration
+# node (``side``). The application and the child's identity are sealed (``application_sealed``, AAD
+# ``cases\0<case id>``); the plain columns are the inbox's index: codes, node ids, divisions, dates.
+# ``child_index`` is this node's blind index of the child's ID number (HMAC under the keyring's index
+# key), so two applications by one child are found without storing the number.
+cases = Table(
+    "cases",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("side", String(16), nullable=False),  # residence | registration
+    Column("programme", String(32), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("accepting_node", String(64), nullable=False),
+    Column("accepting_division", String(6), nullable=False),
+    Column("registration_node", String(64), nullable=False),
+    Column("registration_division", String(6), nullable=False),
+    Column("accepted_on", Date, nullable=False),
+    Column("child_index", LargeBinary(32), nullable=False),
+    Column("flag", String(40), nullable=True),  # e.g. duplicate_application
+    Column("key_id", String(40), nullable=False),
+    Column("application_sealed", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index(None, "status"),
+    Index(None, "child_index", "programme"),
+)
+
+# A case's lifecycle events in order (``seq`` 1, 2, …): both nodes hold the same rows. The action's
+# facts (material items, payment month, reason code and text) are sealed: a reason text is free text.
+case_events = Table(
+    "case_events",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("action", String(24), nullable=False),
+    Column("role", String(24), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("facts_sealed", LargeBinary, nullable=False),
+)
+
+# Evidence documents of a case: the reference (id, kind, SHA-256, size, chunk count) and its state:
+# ``pending`` (chunks arriving), ``complete`` (every chunk here and the whole checked by SHA-256),
+# ``refused`` (the bytes did not match: chunks dropped, never kept as good).
+case_documents = Table(
+    "case_documents",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("document_id", String(128), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+)
+
+# The bytes of the documents, sealed chunk by chunk (AAD ``case_chunks\0<case>\0<document>\0<index>``).
+case_chunks = Table(
+    "case_chunks",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("document_id", String(128), primary_key=True),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("key_id", String(40), nullable=False),
+    Column("data_sealed", LargeBinary, nullable=False),
+)
+
+# 督办: each overdue step of a case this node found, once per (case, step, due day).
+case_alerts = Table(
+    "case_alerts",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("step", String(24), primary_key=True),
+    Column("due", Date, primary_key=True),
+    Column("province", String(2), nullable=False),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+)
+
+
+# --- custody (SPEC §6) ------------------------------------------------------------------------------
+
+# One row per case whose chain this node holds from its genesis: the lock row appends take
+# (``SELECT … FOR UPDATE`` on PostgreSQL) and the chain's head and length, so that an append is a
+# conditional update on the head it was checked against. Who holds the case is never stored: it is
+# folded from the events (gateway.custody.chain).
+custody_cases = Table(
+    "custody_cases",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("head", String(64), nullable=False),
+    Column("length", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The chain itself, append-only, in chain order (``seq`` 0 is the genesis): each event exactly as
+# signed. The primary key (case_id, seq) means two processes can never both append on one head.
+custody_events = Table(
+    "custody_events",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("predecessor", String(64), nullable=True),
+    Column("signer", String(80), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("algorithm", String(32), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("case_id", "hash"),
+)
+
+# Verified events held beside the chain: ``pending`` (the predecessor has not arrived yet),
+# ``equivocation`` (its signer signed another event on the same predecessor: with that event, a
+# proof), ``conflict`` (another signer's event holds its place, or it is illegal where it stands).
+custody_held = Table(
+    "custody_held",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("hash", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("predecessor", String(64), nullable=True),
+    Column("signer", String(80), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("algorithm", String(32), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
+    Index(None, "case_id", "predecessor"),
 )

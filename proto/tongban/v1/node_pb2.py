@@ -23,20 +23,25 @@ _sym_db = _symbol_database.Default()
 
 
 from tongban.v1 import common_pb2 as tongban_dot_v1_dot_common__pb2
+from tongban.v1 import custody_pb2 as tongban_dot_v1_dot_custody__pb2
 from tongban.v1 import envelope_pb2 as tongban_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tongban/v1/node.proto\x12\ntongban.v1\x1a\x17tongban/v1/common.proto\x1a\x19tongban/v1/envelope.proto\"I\n\x07Refusal\x12\x13\n\x0bstatus_code\x18\x01 \x01(\r\x12\x12\n\nerror_code\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\tJ\x04\x08\x04\x10\x0b\"q\n\x0e\x44\x65liveryResult\x12&\n\x07receipt\x18\x01 \x01(\x0b\x32\x13.tongban.v1.ReceiptH\x00\x12&\n\x07refusal\x18\x02 \x01(\x0b\x32\x13.tongban.v1.RefusalH\x00\x42\t\n\x07outcomeJ\x04\x08\x03\x10\x0b\x32\xcd\x01\n\x0cNodeExchange\x12@\n\x0bGetNodeInfo\x12\x1b.tongban.v1.NodeInfoRequest\x1a\x14.tongban.v1.NodeInfo\x12\x34\n\x07\x44\x65liver\x12\x14.tongban.v1.Envelope\x1a\x13.tongban.v1.Receipt\x12\x45\n\rDeliverStream\x12\x14.tongban.v1.Envelope\x1a\x1a.tongban.v1.DeliveryResult(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tongban/v1/node.proto\x12\ntongban.v1\x1a\x17tongban/v1/common.proto\x1a\x18tongban/v1/custody.proto\x1a\x19tongban/v1/envelope.proto\"I\n\x07Refusal\x12\x13\n\x0bstatus_code\x18\x01 \x01(\r\x12\x12\n\nerror_code\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\tJ\x04\x08\x04\x10\x0b\"q\n\x0e\x44\x65liveryResult\x12&\n\x07receipt\x18\x01 \x01(\x0b\x32\x13.tongban.v1.ReceiptH\x00\x12&\n\x07refusal\x18\x02 \x01(\x0b\x32\x13.tongban.v1.RefusalH\x00\x42\t\n\x07outcomeJ\x04\x08\x03\x10\x0b\"(\n\x0fWhoHoldsRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\tJ\x04\x08\x02\x10\x0b\"A\n\x10WhoHoldsResponse\x12\'\n\x05\x63hain\x18\x01 \x01(\x0b\x32\x18.tongban.v1.CustodyChainJ\x04\x08\x02\x10\x0b\x32\x94\x02\n\x0cNodeExchange\x12@\n\x0bGetNodeInfo\x12\x1b.tongban.v1.NodeInfoRequest\x1a\x14.tongban.v1.NodeInfo\x12\x34\n\x07\x44\x65liver\x12\x14.tongban.v1.Envelope\x1a\x13.tongban.v1.Receipt\x12\x45\n\rDeliverStream\x12\x14.tongban.v1.Envelope\x1a\x1a.tongban.v1.DeliveryResult(\x01\x30\x01\x12\x45\n\x08WhoHolds\x12\x1b.tongban.v1.WhoHoldsRequest\x1a\x1c.tongban.v1.WhoHoldsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tongban.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REFUSAL']._serialized_start=89
-  _globals['_REFUSAL']._serialized_end=162
-  _globals['_DELIVERYRESULT']._serialized_start=164
-  _globals['_DELIVERYRESULT']._serialized_end=277
-  _globals['_NODEEXCHANGE']._serialized_start=280
-  _globals['_NODEEXCHANGE']._serialized_end=485
+  _globals['_REFUSAL']._serialized_start=115
+  _globals['_REFUSAL']._serialized_end=188
+  _globals['_DELIVERYRESULT']._serialized_start=190
+  _globals['_DELIVERYRESULT']._serialized_end=303
+  _globals['_WHOHOLDSREQUEST']._serialized_start=305
+  _globals['_WHOHOLDSREQUEST']._serialized_end=345
+  _globals['_WHOHOLDSRESPONSE']._serialized_start=347
+  _globals['_WHOHOLDSRESPONSE']._serialized_end=412
+  _globals['_NODEEXCHANGE']._serialized_start=415
+  _globals['_NODEEXCHANGE']._serialized_end=691
 # @@protoc_insertion_point(module_scope)

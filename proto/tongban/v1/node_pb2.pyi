@@ -7,6 +7,7 @@ Served only over mutual TLS; the TLS peer is bound to a node id by an intercepto
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from tongban.v1 import custody_pb2 as _custody_pb2
 from tongban.v1 import envelope_pb2 as _envelope_pb2
 import builtins as _builtins
 import sys
@@ -76,3 +77,45 @@ class DeliveryResult(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___DeliveryResult: _TypeAlias = DeliveryResult  # noqa: Y015
+
+@_typing.final
+class WhoHoldsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """canonical lowercase UUID"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoHoldsRequest: _TypeAlias = WhoHoldsRequest  # noqa: Y015
+
+@_typing.final
+class WhoHoldsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAIN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def chain(self) -> _custody_pb2.CustodyChain:
+        """the whole chain; the holder is derived from it, never stated"""
+
+    def __init__(
+        self,
+        *,
+        chain: _custody_pb2.CustodyChain | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoHoldsResponse: _TypeAlias = WhoHoldsResponse  # noqa: Y015

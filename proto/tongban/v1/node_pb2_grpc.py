@@ -51,6 +51,11 @@ class NodeExchangeStub:
                 request_serializer=tongban_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_node__pb2.DeliveryResult.FromString,
                 _registered_method=True)
+        self.WhoHolds = channel.unary_unary(
+                '/tongban.v1.NodeExchange/WhoHolds',
+                request_serializer=tongban_dot_v1_dot_node__pb2.WhoHoldsRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_node__pb2.WhoHoldsResponse.FromString,
+                _registered_method=True)
 
 
 class NodeExchangeServicer:
@@ -82,6 +87,16 @@ class NodeExchangeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoHolds(self, request, context):
+        """Who holds case C? (SPEC §6) The case's custody chain as this node holds it, genesis first;
+        anyone with the directory can verify it offline and fold it into its holder. Only a node the
+        chain names may ask: any other caller, or a case this node does not hold, is PERMISSION_DENIED
+        (audited either way). The caller is the node the mutual-TLS interceptor authenticated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeExchangeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +114,11 @@ def add_NodeExchangeServicer_to_server(servicer, server):
                     servicer.DeliverStream,
                     request_deserializer=tongban_dot_v1_dot_envelope__pb2.Envelope.FromString,
                     response_serializer=tongban_dot_v1_dot_node__pb2.DeliveryResult.SerializeToString,
+            ),
+            'WhoHolds': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoHolds,
+                    request_deserializer=tongban_dot_v1_dot_node__pb2.WhoHoldsRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_node__pb2.WhoHoldsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +202,33 @@ class NodeExchange:
             '/tongban.v1.NodeExchange/DeliverStream',
             tongban_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
             tongban_dot_v1_dot_node__pb2.DeliveryResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoHolds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.NodeExchange/WhoHolds',
+            tongban_dot_v1_dot_node__pb2.WhoHoldsRequest.SerializeToString,
+            tongban_dot_v1_dot_node__pb2.WhoHoldsResponse.FromString,
             options,
             channel_credentials,
             insecure,

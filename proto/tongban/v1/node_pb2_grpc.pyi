@@ -48,6 +48,12 @@ class NodeExchangeStub:
     failure of the receiving node itself (no usable directory, database down) ends the stream with
     a gRPC status; the sender resends every envelope that got no result.
     """
+    WhoHolds: _grpc.UnaryUnaryMultiCallable[_node_pb2.WhoHoldsRequest, _node_pb2.WhoHoldsResponse]
+    """Who holds case C? (SPEC §6) The case's custody chain as this node holds it, genesis first;
+    anyone with the directory can verify it offline and fold it into its holder. Only a node the
+    chain names may ask: any other caller, or a case this node does not hold, is PERMISSION_DENIED
+    (audited either way). The caller is the node the mutual-TLS interceptor authenticated.
+    """
 
 @_typing.type_check_only
 class NodeExchangeAsyncStub(NodeExchangeStub):
@@ -64,6 +70,12 @@ class NodeExchangeAsyncStub(NodeExchangeStub):
     receipt, or the refusal of that envelope (one refused envelope does not end the stream). A
     failure of the receiving node itself (no usable directory, database down) ends the stream with
     a gRPC status; the sender resends every envelope that got no result.
+    """
+    WhoHolds: _aio.UnaryUnaryMultiCallable[_node_pb2.WhoHoldsRequest, _node_pb2.WhoHoldsResponse]  # type: ignore[assignment]
+    """Who holds case C? (SPEC §6) The case's custody chain as this node holds it, genesis first;
+    anyone with the directory can verify it offline and fold it into its holder. Only a node the
+    chain names may ask: any other caller, or a case this node does not hold, is PERMISSION_DENIED
+    (audited either way). The caller is the node the mutual-TLS interceptor authenticated.
     """
 
 class NodeExchangeServicer(metaclass=_abc_1.ABCMeta):
@@ -96,6 +108,18 @@ class NodeExchangeServicer(metaclass=_abc_1.ABCMeta):
         receipt, or the refusal of that envelope (one refused envelope does not end the stream). A
         failure of the receiving node itself (no usable directory, database down) ends the stream with
         a gRPC status; the sender resends every envelope that got no result.
+        """
+
+    @_abc_1.abstractmethod
+    def WhoHolds(
+        self,
+        request: _node_pb2.WhoHoldsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.WhoHoldsResponse, _abc.Awaitable[_node_pb2.WhoHoldsResponse]]:
+        """Who holds case C? (SPEC §6) The case's custody chain as this node holds it, genesis first;
+        anyone with the directory can verify it offline and fold it into its holder. Only a node the
+        chain names may ask: any other caller, or a case this node does not hold, is PERMISSION_DENIED
+        (audited either way). The caller is the node the mutual-TLS interceptor authenticated.
         """
 
 def add_NodeExchangeServicer_to_server(servicer: NodeExchangeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,400 @@
+"""Custody on a node: sign, keep durably, send — and apply what peers send (SPEC §6).
+
+Every action (:meth:`CustodyService.open_case`, :meth:`~CustodyService.offer`, ``accept``,
+``decline``, ``recall_request``, ``recall``, ``close``) runs in **one transaction**: lock the case
+(:func:`gateway.custody.store.locked_state`), check the rule for this node from the stored chain
+(:func:`~gateway.custody.chain.can_act` and the pending offer), sign on the head, append through
+the store (which verifies the node's own event like anyone else's), and queue the chain for every
+other involved node in the outbox. The event is committed **before** anything leaves the node: a
+crash after signing and before the commit loses an event nobody has seen, and after the commit the
+node can never sign a different event on that head (the store's lock and ``(case_id, seq)`` key).
+
+**Messages.** The ``custody_event`` purpose carries a ``tongban.v1.CustodyChain``: the sender's whole
+chain of the case (chains are short), genesis first. An offerer's recall request — signed, never a
+chain event — travels as one more event of the message, after the chain. :meth:`apply` is the
+receiver's hook (``on_accept``, in the transaction that stores the envelope): each event goes
+through :func:`gateway.custody.store.append` (duplicates are no-ops, unknown predecessors wait,
+equivocations are kept as proofs); an event that does not verify or breaks the rules is dropped and
+counted (``rejected.<code>``), never fatal to the envelope; a recall request for the offer pending
+at this node's head is granted at once (the offer is not accepted yet: the offerer may have it
+back). Then, if the sender's message lacks any event of this node's chain, this node queues its
+chain back: after the network heals every involved node holds the same chain.
+
+**Who may ask.** :meth:`who_holds` answers with the chain only to a node the chain names (genesis,
+signers, offer targets, override parties); anyone else — and anyone asking about a case this node
+does not hold — gets :class:`NotInvolved` (``PERMISSION_DENIED``), and both answers are audited.
+Provincial operators have no TLS identity of their own: they obtain the chain file from a node of
+their province (``tongban custody export``) and check it offline (``tongban custody verify``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import grpc
+from sqlalchemy import Connection, Engine
+
+from gateway import audit
+from gateway.custody import store
+from gateway.custody.chain import CustodyState, can_act, verify_event
+from gateway.custody.events import (
+    Accept,
+    Action,
+    CaseType,
+    Close,
+    CustodyEvent,
+    Decline,
+    Genesis,
+    Kind,
+    Offer,
+    Override,
+    Recall,
+    RecallRequest,
+    SignedEvent,
+    check_case_id,
+    operator_prefix,
+    sign_event,
+)
+from gateway.errors import (
+    CustodyError,
+    CustodyIllegalTransition,
+    GatewayError,
+    InputError,
+    StorageError,
+    TrustError,
+)
+from gateway.exchange import outbox
+from gateway.exchange.envelope import seal
+from gateway.exchange.purposes import Profiles, minimise
+from gateway.store.keyring import DataKeyring
+from gateway.trust.signing import Signer
+from gateway.trust.verifier import Directory
+from gateway.wire import custody_chain_to_wire
+
+log = logging.getLogger("tongban.custody")
+
+PURPOSE = "custody_event"
+LIFETIME = timedelta(days=7)
+
+
+class NotInvolved(CustodyError):
+    """The asker is not named in the case's chain (or this node holds no chain for the case)."""
+
+    code = "custody_not_involved"
+    public_message = "only the nodes involved in a case and their provincial operators may ask who holds it"
+    exit_code = 77
+
+
+class UnknownCase(CustodyError):
+    """This node holds no custody chain for the case."""
+
+    code = "custody_unknown_case"
+    public_message = "this node holds no custody chain for the case"
+
+
+class NotPermitted(CustodyIllegalTransition):
+    """This node may not take the action now (not the holder, no offer for it, …)."""
+
+    code = "custody_not_permitted"
+    public_message = "this node may not take that custody action on the case now"
+
+
+def custody_status_for(error: GatewayError) -> grpc.StatusCode:
+    """The gRPC status of a custody query's error (mapped once, here): not involved is
+    ``PERMISSION_DENIED``; a malformed case id ``INVALID_ARGUMENT``; no usable directory or database
+    ``UNAVAILABLE``; anything else ``INTERNAL``."""
+    if isinstance(error, NotInvolved):
+        return grpc.StatusCode.PERMISSION_DENIED
+    if isinstance(error, InputError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(error, TrustError | StorageError):
+        return grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL
+
+
+def involved(state: CustodyState) -> frozenset[str]:
+    """Every node the chain names: the genesis' two nodes, each signer, each offer's target and each
+    override's parties. Provincial operators (``operator:<prefix>``) are not nodes."""
+    names = {state.genesis.accepting_node, state.genesis.registration_node}
+    for e in state.chain:
+        names.add(e.signer)
+        if isinstance(e.action, Offer):
+            names.add(e.action.to_node)
+        if isinstance(e.action, Override):
+            names |= {e.action.lost_node, e.action.to_node}
+    return frozenset(n for n in names if operator_prefix(n) is None)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What :meth:`CustodyService.apply` did with one message (counts by outcome)."""
+
+    case_id: str
+    outcomes: dict[str, int]
+    answered: bool  # this node queued its chain back to the sender
+
+
+class CustodyService:
+    """One node's custody actions and the applier of received custody messages (module docstring).
+
+    ``directory`` returns the current verified directory (``TrustError`` if none is usable);
+    ``clock`` the current time (timezone-aware).
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        engine: Engine,
+        keyring: DataKeyring,
+        signer: Signer,
+        directory: Callable[[], Directory],
+        profiles: Profiles,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.node_id = node_id
+        self._engine = engine
+        self._keyring = keyring
+        self._signer = signer
+        self._directory = directory
+        self._profile = profiles.get(PURPOSE)
+        self._clock = clock
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def view(self, case_id: str) -> CustodyState | None:
+        """The case as this node holds it (with any equivocation proofs), or ``None``."""
+        with self._engine.connect() as conn:
+            return store.view(conn, check_case_id(case_id), self._directory())
+
+    def holder(self, case_id: str) -> str | None:
+        """The node that holds the case (``None`` while an offer is pending); ``UnknownCase``."""
+        state = self.view(case_id)
+        if state is None:
+            raise UnknownCase(f"case {case_id}")
+        return state.holder
+
+    def chain(self, case_id: str) -> tuple[SignedEvent, ...]:
+        """The case's chain as signed, genesis first (empty if not held)."""
+        with self._engine.connect() as conn:
+            return store.chain(conn, check_case_id(case_id))
+
+    def who_holds(self, case_id: str, asker: str) -> tuple[SignedEvent, ...]:
+        """The chain, for a node the chain names; :class:`NotInvolved` for anyone else (also for a
+        case this node does not hold: the answer does not reveal which). Audited either way."""
+        check_case_id(case_id)
+        with self._engine.begin() as conn:
+            events = store.chain(conn, case_id)
+            allowed = bool(events) and asker in involved(store.replay(events, self._directory()))
+            audit.append(
+                conn,
+                actor=asker,
+                action="custody_query" if allowed else "custody_query_denied",
+                purpose=PURPOSE,
+                reference=case_id,
+                at=self._clock(),
+            )
+        if not allowed:
+            log.info("custody: refused who-holds for case %s to %s", case_id, asker)
+            raise NotInvolved(f"{asker} is not named in the chain of case {case_id} held here")
+        return events
+
+    # --- acting --------------------------------------------------------------------------------------------
+
+    def open_case(self, case_id: str, case_type: CaseType, registration_node: str, accepted_on: date) -> CustodyState:
+        """Sign the genesis: this node accepted (受理) the case on ``accepted_on`` for
+        ``registration_node``, and holds it. ``NotPermitted`` if this node already holds a chain."""
+        check_case_id(case_id)
+        with self._engine.begin() as conn:
+            directory = self._directory()
+            if store.locked_state(conn, case_id, directory) is not None:
+                raise NotPermitted(f"case {case_id} is already open here")
+            genesis = Genesis(case_type, self.node_id, accepted_on, registration_node)
+            return self._sign_and_send(conn, directory, case_id, None, genesis)
+
+    def offer(self, case_id: str, to: str) -> CustodyState:
+        """Offer the case to ``to``: from now on nobody may act until ``to`` answers."""
+        return self._act(case_id, Offer(to), self._require_can_act)
+
+    def accept(self, case_id: str) -> CustodyState:
+        """Accept the offer pending for this node: it holds the case from this signature on."""
+        return self._act(case_id, Accept(), self._require_target)
+
+    def decline(self, case_id: str) -> CustodyState:
+        """Decline the offer pending for this node: the offerer holds the case again."""
+        return self._act(case_id, Decline(), self._require_target)
+
+    def close(self, case_id: str) -> CustodyState:
+        """Close the case this node holds (办结): nothing may follow."""
+        return self._act(case_id, Close(), self._require_can_act)
+
+    def recall_request(self, case_id: str) -> SignedEvent:
+        """Ask the target of this node's pending offer for the case back: sign a recall request on
+        the offer and queue it (with the chain) to the target. Nothing changes until the target
+        signs the recall. Returns the signed request."""
+        check_case_id(case_id)
+        with self._engine.begin() as conn:
+            directory = self._directory()
+            state = self._locked(conn, case_id, directory)
+            pending = state.pending
+            if pending is None or pending.from_node != self.node_id:
+                raise NotPermitted(f"case {case_id}: this node has no pending offer to recall")
+            request = self._sign(case_id, pending.offer, RecallRequest())
+            self._queue(conn, directory, state, [pending.to_node], extra=(request.signed,))
+            return request.signed
+
+    def recall(self, case_id: str, request: SignedEvent) -> CustodyState:
+        """Grant the offerer's ``request`` for the offer pending for this node."""
+        check_case_id(case_id)
+        with self._engine.begin() as conn:
+            return self._grant(conn, self._directory(), case_id, request)
+
+    # --- applying what peers send ----------------------------------------------------------------------
+
+    def apply(self, conn: Connection, sender: str, case_id: str, events: Sequence[SignedEvent]) -> Applied:
+        """Apply one received custody message (its case id and events, converted by
+        ``gateway.wire.custody_chain_from_wire``) inside the receiver's transaction: the server's
+        ``on_accept`` hook calls this for every new ``custody_event`` envelope (module docstring)."""
+        directory = self._directory()
+        outcomes: dict[str, int] = {}
+        requests: list[SignedEvent] = []
+        for signed in events:
+            try:
+                if _kind(signed) is Kind.RECALL_REQUEST:
+                    requests.append(signed)
+                    continue
+                result = store.append(conn, signed, directory, self._clock())
+                outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
+            except CustodyError as exc:
+                store.METRICS.inc(f"rejected.{exc.code}")
+                outcomes[exc.code] = outcomes.get(exc.code, 0) + 1
+                log.warning("custody: dropped an event of case %s from %s (%s)", case_id, sender, exc.code)
+        for request in requests:
+            try:
+                self._grant(conn, directory, case_id, request)
+            except CustodyError as exc:  # already answered (accepted or declined): the chain tells the offerer
+                log.info("custody: recall request on case %s not granted (%s)", case_id, exc.code)
+        mine = store.chain(conn, case_id)
+        sent = {e.hash for e in events}
+        answered = False
+        if mine and any(e.hash not in sent for e in mine):
+            state = store.replay(mine, directory)
+            self._queue(conn, directory, state, [sender])
+            answered = True
+        return Applied(case_id, outcomes, answered)
+
+    def resend(self, case_id: str, peers: Iterable[str] | None = None) -> list[str]:
+        """Queue the chain again to ``peers`` (default: every other involved node): anti-entropy
+        an operator can trigger. Returns the peers queued."""
+        check_case_id(case_id)
+        with self._engine.begin() as conn:
+            directory = self._directory()
+            state = self._locked(conn, case_id, directory)
+            targets = sorted(peers) if peers is not None else sorted(involved(state) - {self.node_id})
+            return self._queue(conn, directory, state, targets)
+
+    # --- internals ---------------------------------------------------------------------------------------
+
+    def _locked(self, conn: Connection, case_id: str, directory: Directory) -> CustodyState:
+        state = store.locked_state(conn, case_id, directory)
+        if state is None:
+            raise UnknownCase(f"case {case_id}")
+        return state
+
+    def _require_can_act(self, state: CustodyState) -> None:
+        if not can_act(state, self.node_id):
+            raise NotPermitted(f"case {state.case_id}: this node is not the holder with nothing pending")
+
+    def _require_target(self, state: CustodyState) -> None:
+        if state.pending is None or state.pending.to_node != self.node_id:
+            raise NotPermitted(f"case {state.case_id}: no offer is pending for this node")
+
+    def _act(self, case_id: str, action: Action, require: Callable[[CustodyState], None]) -> CustodyState:
+        check_case_id(case_id)
+        with self._engine.begin() as conn:
+            directory = self._directory()
+            state = self._locked(conn, case_id, directory)
+            require(state)
+            return self._sign_and_send(conn, directory, case_id, state.head, action)
+
+    def _grant(self, conn: Connection, directory: Directory, case_id: str, request: SignedEvent) -> CustodyState:
+        verified = verify_event(request, directory, self._clock())
+        state = self._locked(conn, case_id, directory)
+        pending = state.pending
+        if not isinstance(verified.action, RecallRequest) or verified.case_id != case_id:
+            raise NotPermitted("not a recall request for this case")
+        if pending is None or pending.to_node != self.node_id or verified.predecessor != pending.offer:
+            raise NotPermitted(f"case {case_id}: no offer to this node is pending for that request")
+        if verified.signer != pending.from_node:
+            raise NotPermitted(f"case {case_id}: the recall was not requested by the offerer")
+        return self._sign_and_send(conn, directory, case_id, state.head, Recall(request))
+
+    def _sign(self, case_id: str, predecessor: str | None, action: Action) -> CustodyEvent:
+        return sign_event(
+            self._signer,
+            signer_id=self.node_id,
+            case_id=case_id,
+            predecessor=predecessor,
+            created=self._clock(),
+            action=action,
+        )
+
+    def _sign_and_send(
+        self, conn: Connection, directory: Directory, case_id: str, predecessor: str | None, action: Action
+    ) -> CustodyState:
+        event = self._sign(case_id, predecessor, action)
+        result = store.append(conn, event.signed, directory, self._clock())
+        if result.outcome is not store.Outcome.APPENDED:  # the lock makes this impossible; fail loudly
+            raise NotPermitted(f"case {case_id}: own {action.kind.value} was {result.outcome.value}")
+        state = self._locked(conn, case_id, directory)
+        self._queue(conn, directory, state, sorted(involved(state) - {self.node_id}))
+        log.info("custody: %s on case %s (head %s)", action.kind.value, case_id, state.head[:12])
+        return state
+
+    def _queue(
+        self,
+        conn: Connection,
+        directory: Directory,
+        state: CustodyState,
+        peers: Sequence[str],
+        *,
+        extra: Sequence[SignedEvent] = (),
+    ) -> list[str]:
+        """Queue the chain (and ``extra`` events) to each peer that is in the directory."""
+        events = [e.signed for e in state.chain] + list(extra)
+        payload = minimise(self._profile, custody_chain_to_wire(state.case_id, events)).SerializeToString()
+        now = self._clock()
+        queued: list[str] = []
+        for peer in peers:
+            if peer == self.node_id:
+                continue
+            try:
+                directory.entry(peer)
+            except GatewayError:
+                log.warning("custody: case %s names %s, which is not in the directory; not sent", state.case_id, peer)
+                continue
+            outgoing = seal(
+                sender=self.node_id,
+                recipient=peer,
+                profile=self._profile,
+                payload=payload,
+                signer=self._signer,
+                now=now,
+                lifetime=LIFETIME,
+            )
+            outbox.enqueue(conn, outgoing, self._keyring, now=now)
+            queued.append(peer)
+        return queued
+
+
+def _kind(signed: SignedEvent) -> Kind | None:
+    """The kind an unverified event claims (only to route recall requests; verified afterwards)."""
+    try:
+        doc = json.loads(signed.body)
+        return Kind(doc["kind"]) if isinstance(doc, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
