@@ -10,7 +10,9 @@ residence ledger of that many rows each (untimed), written as the national CSV e
 both files, encode, match, write the links). Its links are scored by
 :func:`gateway.matching.evaluate.evaluate`: precision, recall and F1 of the automatic links
 overall, per stage (exact: both rows carry a valid ID; fuzzy: the rest) and recall per kind of
-corruption; the review band (true and false links); twins and siblings linked automatically.
+corruption (the single kinds, ``stacked`` for two in one row, the ID kinds; see
+:mod:`gateway.synth.ledgers` for the rates); the review band (true and false links); twins and
+siblings linked automatically, including lone twins (the co-twin alone in the other ledger).
 
 Time is the median of ``--repeats`` runs; memory the ``tracemalloc`` peak of one more run (Python
 allocations above what was allocated before it; numpy's buffers are included, since numpy
@@ -96,7 +98,11 @@ def one_run(spec: LedgerSpec, workdir: Path, repeats: int, matcher: bool) -> dic
         "overlap": spec.overlap,
         "pairs": len(pair.truth),
         "households": pair.households,
-        "sibling_links": {"twin": pair.twin_pairs(), "sibling": len(pair.siblings) - pair.twin_pairs()},
+        "sibling_links": {
+            "twin": pair.twin_pairs(),
+            "sibling": len(pair.siblings) - pair.twin_pairs(),
+            "lone_twin": pair.lone_twins,  # of the twin links: a twin whose co-twin is alone in the other ledger
+        },
         "exact_stage_pairs": sum(
             1
             for t in pair.truth
@@ -155,7 +161,13 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
     header = ["figure", *(_label(r) for r in runs)]
     rows: list[list[str]] = [["pairs (children in both)", *(f"{r['pairs']:,}" for r in runs)]]
     rows.append(
-        ["twin / sibling cross-links", *(f"{r['sibling_links']['twin']}/{r['sibling_links']['sibling']}" for r in runs)]
+        [
+            "twin (lone) / sibling cross-links",
+            *(
+                f"{links['twin']} ({links.get('lone_twin', 0)})/{links['sibling']}"
+                for links in (r["sibling_links"] for r in runs)
+            ),
+        ]
     )
     rows.append(["generate + write ledgers", *(f"{r['generate_s']:.1f} s" for r in runs)])
     rows.append(["REFERENCE: ID-only join"])

@@ -75,8 +75,8 @@ def test_pinyin_typed_name_has_an_empty_character_filter_and_the_same_pinyin_fil
 
 @pytest.mark.parametrize(
     "layout",
-    [b"\x02", b"\x01" + bytes(48), b"\x03" + bytes(48), bytes(50)],
-    ids=["short", "version_1", "version_3", "long"],
+    [b"\x03", b"\x01" + bytes(48), b"\x02" + bytes(48), b"\x04" + bytes(48), bytes(50)],
+    ids=["short", "version_1", "version_2_syllable_tokens", "version_4", "long"],
 )
 def test_unknown_layout_is_refused(layout: bytes) -> None:
     with pytest.raises(ValueError, match="unknown layout"):

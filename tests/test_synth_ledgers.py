@@ -27,7 +27,10 @@ from gateway.synth.ledgers import (
     COL_NAME,
     CORRUPTIONS,
     DATE_KINDS,
+    ID_KINDS,
     KINDS,
+    NAME_KINDS,
+    STACKED,
     LedgerPair,
     LedgerSpec,
     generate_ledgers,
@@ -112,12 +115,67 @@ def test_twins_and_siblings_are_labelled(pair: LedgerPair) -> None:
         guardian = CSV_HEADER.index("监护人姓名")
         if a[guardian] != b[guardian]:
             wrong.append(s.registration_row)  # same household, same guardian
-        untouched = not (set(DATE_KINDS) & set(pair.registration_kinds[s.registration_row - 1]))
-        untouched = untouched and not (set(DATE_KINDS) & set(pair.residence_kinds[s.residence_row - 1]))
+        dated = {*DATE_KINDS, STACKED}
+        untouched = not (dated & set(pair.registration_kinds[s.registration_row - 1]))
+        untouched = untouched and not (dated & set(pair.residence_kinds[s.residence_row - 1]))
         same_day = a[COL_BIRTH] == b[COL_BIRTH]
         if untouched and same_day != (s.relation == "twin"):
             wrong.append(s.registration_row)
     assert wrong == []
+
+
+def test_one_name_or_date_kind_per_row_and_an_independent_id_status() -> None:
+    p = generate_ledgers(LedgerSpec(rows=4000, overlap=0.7, seed=12))
+    rows = p.residence_kinds
+    name_or_date = [sum(k in NAME_KINDS or k in DATE_KINDS or k == STACKED for k in kinds) for kinds in rows]
+    assert max(name_or_date) == 1  # one kind, or the single label "stacked"
+    stacked = sum(STACKED in kinds for kinds in rows) / len(rows)
+    assert 0.03 <= stacked <= 0.07  # stacked_rate 5 %
+    missing = sum("id_missing" in kinds for kinds in rows) / len(rows)
+    mistyped = sum("id_mistyped" in kinds for kinds in rows) / len(rows)
+    assert 0.17 <= missing <= 0.23
+    assert 0.08 <= mistyped <= 0.12
+    # Independent: about as many ID problems among rows with a name or date kind as among the rest.
+    with_kind = [kinds for kinds, n in zip(rows, name_or_date, strict=True) if n]
+    without = [kinds for kinds, n in zip(rows, name_or_date, strict=True) if not n]
+    share = [sum(bool(set(ID_KINDS) & set(k)) for k in group) / len(group) for group in (with_kind, without)]
+    assert abs(share[0] - share[1]) < 0.05
+    # The registration ledger only loses or mistypes ID numbers.
+    assert all(set(kinds) <= set(ID_KINDS) for kinds in p.registration_kinds)
+
+
+def test_stacked_rows_change_both_name_and_date(pair: LedgerPair) -> None:
+    reg, res = _cells(pair)
+    stacked = [t for t in pair.truth if STACKED in t.kinds]
+    assert len(stacked) >= 20
+    bad = [
+        t.registration_row
+        for t in stacked
+        if reg[t.registration_row - 1][COL_NAME] == res[t.residence_row - 1][COL_NAME]
+        or reg[t.registration_row - 1][COL_BIRTH] == res[t.residence_row - 1][COL_BIRTH]
+    ]
+    assert bad == []
+
+
+def test_lone_twins_have_only_their_co_twin_in_the_other_ledger() -> None:
+    p = generate_ledgers(LedgerSpec(rows=4000, overlap=0.7, seed=12))
+    reg, res = _cells(p)
+    in_truth_reg = {t.registration_row for t in p.truth}
+    in_truth_res = {t.residence_row for t in p.truth}
+    lone = [
+        s
+        for s in p.siblings
+        if s.relation == "twin" and s.registration_row not in in_truth_reg and s.residence_row not in in_truth_res
+    ]
+    assert len(lone) == p.lone_twins >= 5
+    guardian = CSV_HEADER.index("监护人姓名")
+    bad = [
+        s.registration_row
+        for s in lone
+        if reg[s.registration_row - 1][guardian] != res[s.residence_row - 1][guardian]
+        or reg[s.registration_row - 1][COL_NAME] == res[s.residence_row - 1][COL_NAME]
+    ]
+    assert bad == []
 
 
 def test_clean_pairs_are_identical(pair: LedgerPair) -> None:
@@ -259,3 +317,7 @@ def test_bad_specs_are_refused() -> None:
         LedgerSpec(rows=10, overlap=1.5)
     with pytest.raises(InputError):
         LedgerSpec(rows=10, overlap=0.5, clean_rate=2.0)
+    with pytest.raises(InputError):
+        LedgerSpec(rows=10, overlap=0.5, clean_rate=0.9, stacked_rate=0.2)
+    with pytest.raises(InputError):
+        LedgerSpec(rows=10, overlap=0.5, id_missing_rate=0.6, id_mistyped_rate=0.6)

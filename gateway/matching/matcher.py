@@ -22,24 +22,50 @@ Stages, in order:
    day segments (1: the same date), ``near`` the mean share of each side's day found among the
    other's variants (±1 day, day–month swap, lunar reading: 1 for any of them), ``month–day`` the
    Dice of the month–day segments (1 for a typo in the year) — see :mod:`gateway.matching.bloom`.
-   The weights were fitted on the synthetic ledgers of :mod:`gateway.synth.ledgers` so that a
-   clean pair scores ≈1.2, one name error *or* one date error ≥ 0.85, and one of each around the
-   auto threshold. A missing name counts ``NEUTRAL_NAME``, a missing birth date ``NEUTRAL_BIRTH``:
-   a pair with a missing field can reach review but not ``auto`` with the default thresholds.
+   The ramps start high (0.8, 0.85, 0.9), so that only a real relation counts: two dates are
+   **related** when the birth part is above 0. Two known dates that are *not* related count
+   ``BIRTH_DISAGREE`` (−0.1), and such a pair is **not considered at all unless the names sound the
+   same** (identical pinyin filters): a wrong date with the same name can still reach review, a
+   wrong date with another name is nobody. The weights were fitted on the synthetic ledgers of
+   :mod:`gateway.synth.ledgers`: a clean pair scores ≈1.2, one name *or* date error ≥ 0.85. A
+   missing name counts ``NEUTRAL_NAME``, a missing birth date ``NEUTRAL_BIRTH``: a pair with a
+   missing field can reach review but not ``auto`` with the default thresholds.
 3. **Assignment** — candidate pairs by descending (unclipped) score, ties by position, each entry
-   used once (greedy). A pair is ``matched`` when ``score ≥ auto`` **and** it beats the next-best
-   candidate of *either* entry by at least ``margin``; otherwise ``review`` when ``score ≥ review``;
-   else it is not linked. A candidate below ``auto`` is never auto-linked. The margin rule is what
-   keeps twins and siblings with the same birth date (and guardian) from being auto-matched to each
-   other when the other twin is present: each twin has a close competitor. A lone pair one given
-   character apart on the same day is indistinguishable from a typo and is linked.
+   used once (greedy). A pair is ``matched`` when ``score ≥ auto``, it beats the next-best
+   candidate of *either* entry by at least ``margin``, **and the names sound the same** (identical
+   pinyin filters: the same name, a homophone, traditional characters, a name typed in pinyin);
+   otherwise ``review`` when ``score ≥ review``; else it is not linked. A candidate below ``auto``
+   is never auto-linked.
 
-Speed: Dice ≤ cosine and every ramp is ≤ its argument, so the fuzzy stage first computes an **upper
-bound** of every score — the same weighted sum with cosines, the near share as it stands (it is a
-product already), the character part at its maximum, and the neutral values and forbidden pairs
-folded in as extra columns — as one float32 matrix product per tile, within the blocks of one sex
-(an unknown sex meets both), keeps the pairs whose bound reaches ``min(review, auto − margin)``,
-and computes exact scores for those only. No other blocking: nothing is lost to a blocking key.
+Twins. Two children of one household share surname, guardian and — twins — the birth date; what
+tells them apart in a notice is the given name and, sometimes, the sex (in clear). A given-name
+typo (one character replaced) or a name cut short is indistinguishable from a co-twin whose name
+differs in one character or is a prefix (王子涵 / 王子轩, 王奕宇 / 王奕), and the co-twin may be the
+only one of the two in the other ledger, so no margin can help. Hence the rule above: a fuzzy link
+whose names do not sound the same goes to **review**, whatever its score (also with a date one day
+off: twins are born either side of midnight). Different known sexes are never linked. Exact links
+(equal ID tokens) are untouched: two twins have two different valid IDs.
+
+Speed. The candidates are every *allowed* pair with score ≥ ``min(review, auto − margin)``, found
+without scoring all pairs (:func:`_blocked`), as the union of three disjoint searches that cover
+exactly what the score allows:
+
+(a) both dates known and related: entries are grouped by their birth filter (one group per date),
+    the birth evidence is computed once per pair of *dates* (a few thousand a side: a float32
+    matrix pre-selection, then the exact float64 test of :func:`_birth_evidence`), and the entries
+    of every related pair of dates are scored — about two dozen related dates per date (the same
+    day, its variants, the same month–day in other years);
+(b) both dates known, unrelated, names that sound the same: a join on equal pinyin filters;
+(c) a date unknown on either side: the bound scan below, on those rows only.
+
+Pairs with two ID tokens or two different known sexes are dropped before scoring. The bound scan
+(:func:`_scan`, also used whole for small problems, up to ``_SCAN_PAIRS`` pairs) relies on Dice ≤
+cosine and every ramp ≤ its argument: an **upper bound** of every score — the same weighted sum with
+cosines, the near share as it stands, the character part at its maximum, the neutral values and
+forbidden pairs folded in as extra columns — is one float32 matrix product per tile, within the
+blocks of one sex; the pairs whose bound reaches the floor are scored exactly. Nothing is lost to
+blocking: the two searches give the same pairs (``tests/test_matching_matcher.py``; at 10,000
+rows, with and without ID tokens, in ``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -71,11 +97,13 @@ NAME_FROM = 0.5
 W_CHARS = 0.1
 CHARS_FROM = 0.5
 W_DAY = 0.3
-DAY_FROM = 0.5
+DAY_FROM = 0.8
 W_NEAR = 0.25
-NEAR_FROM = 0.7
+NEAR_FROM = 0.85
 W_MD = 0.15
-MD_FROM = 0.5
+MD_FROM = 0.9
+BIRTH_DISAGREE = -0.1  # both dates known and unrelated (no same day, variant or month–day)
+SAME_SOUND = 1.0  # pinyin Dice of names that sound the same (identical pinyin filters)
 W_SEX = 0.05
 SEX_PENALTY = 1.0
 OFFSET = 0.05
@@ -263,6 +291,23 @@ class _Parts:
     birth_known: npt.NDArray[np.bool_]
 
     @cached_property
+    def same_sound(self) -> npt.NDArray[np.bool_]:
+        """Names that sound the same: identical pinyin filters (same name, homophone, traditional
+        characters, typed in pinyin)."""
+        out: npt.NDArray[np.bool_] = self.name_known & (self.pinyin >= SAME_SOUND)
+        return out
+
+    @cached_property
+    def birth_related(self) -> npt.NDArray[np.bool_]:
+        """Both dates known and the same day, a variant of each other or the same month and day."""
+        out: npt.NDArray[np.bool_] = self.birth_known & (self._birth_evidence > 0.0)
+        return out
+
+    @cached_property
+    def _birth_evidence(self) -> npt.NDArray[np.float64]:
+        return _birth_evidence(self.day, self.near, self.md)
+
+    @cached_property
     def name(self) -> npt.NDArray[np.float64]:
         """The name part: pinyin evidence, plus a little for agreeing characters (when both sides
         have them: a homophone or a name typed in pinyin loses only that little)."""
@@ -272,15 +317,22 @@ class _Parts:
 
     @cached_property
     def birth(self) -> npt.NDArray[np.float64]:
-        """The birth part: the same day, or else one of its variants, plus the same month and day."""
-        day = np.maximum(W_DAY * _ramp(self.day, DAY_FROM), W_NEAR * _ramp(self.near, NEAR_FROM))
-        return np.where(self.birth_known, day + W_MD * _ramp(self.md, MD_FROM), NEUTRAL_BIRTH)
+        """The birth part: the same day, or else one of its variants, plus the same month and day;
+        ``BIRTH_DISAGREE`` for two known dates with none of these."""
+        known = np.where(self.birth_related, self._birth_evidence, BIRTH_DISAGREE)
+        return np.where(self.birth_known, known, NEUTRAL_BIRTH)
+
+    @cached_property
+    def allowed(self) -> npt.NDArray[np.bool_]:
+        """Two known, unrelated dates are only worth a look when the names sound the same."""
+        out: npt.NDArray[np.bool_] = ~self.birth_known | self.birth_related | self.same_sound
+        return out
 
     @cached_property
     def raw(self) -> npt.NDArray[np.float64]:
-        """The unclipped score (module docstring)."""
+        """The unclipped score (module docstring); ``FORBIDDEN`` for a pair not :attr:`allowed`."""
         sex = np.where(self.sex_agree > 0, W_SEX, np.where(self.sex_agree < 0, -SEX_PENALTY, 0.0))
-        return self.name + self.birth + sex + OFFSET
+        return np.where(self.allowed, self.name + self.birth + sex + OFFSET, FORBIDDEN)
 
     @cached_property
     def score(self) -> npt.NDArray[np.float64]:
@@ -290,6 +342,17 @@ class _Parts:
 def _ramp(x: npt.NDArray[np.float64], start: float) -> npt.NDArray[np.float64]:
     """0 up to ``start``, then linear to 1 at 1: never above ``x`` itself on [0, 1]."""
     out: npt.NDArray[np.float64] = np.clip((x - start) / (1.0 - start), 0.0, 1.0)
+    return out
+
+
+def _birth_evidence(
+    day: npt.NDArray[np.float64], near: npt.NDArray[np.float64], md: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """The evidence of two known dates: the same day or else a variant, plus the same month–day
+    (0 for unrelated dates). One function for pairs and for the date groups of the blocking."""
+    out: npt.NDArray[np.float64] = np.maximum(
+        W_DAY * _ramp(day, DAY_FROM), W_NEAR * _ramp(near, NEAR_FROM)
+    ) + W_MD * _ramp(md, MD_FROM)
     return out
 
 
@@ -393,16 +456,14 @@ def _bound_matrices(L: _Side, R: _Side) -> tuple[npt.NDArray[np.float32], npt.ND
     return np.ascontiguousarray(a), np.ascontiguousarray(b.T)
 
 
-def _candidates(
-    L: _Side, R: _Side, floor: float
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64], _Parts]:
-    """Every allowed pair with score ≥ floor: (left index, right index, score, parts).
-
-    Pairs whose sexes are both known and differ are never allowed (see the module docstring), so
-    the bound is only computed within the blocks of one sex (an unknown sex meets both)."""
+def _scan(L: _Side, R: _Side, floor: float) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Every pair whose upper bound reaches ``floor`` (a superset of the pairs scoring ≥ floor), by
+    the bound matrices, tile by tile. Pairs whose sexes are both known and differ are never allowed
+    (see the module docstring), so the bound is only computed within the blocks of one sex (an
+    unknown sex meets both)."""
     empty = np.zeros(0, dtype=np.intp)
     if len(L) == 0 or len(R) == 0:
-        return empty, empty, np.zeros(0), _parts(L, R, empty, empty)
+        return empty, empty
     a, bt = _bound_matrices(L, R)
     cut = np.float32(floor - _EPSILON)
     found_i: list[npt.NDArray[np.intp]] = []
@@ -431,8 +492,181 @@ def _candidates(
                     found_j.append(cols_idx[jj + c0])
     i = np.concatenate(found_i) if found_i else empty
     j = np.concatenate(found_j) if found_j else empty
-    score = _parts(L, R, i, j).raw
-    keep = score >= floor
+    return i, j
+
+
+@dataclass
+class _Groups:
+    """Entries grouped by an exact byte key: ``members[start[g]:start[g] + count[g]]`` are group g's."""
+
+    keys: npt.NDArray[np.uint8]  # one row per group
+    of: npt.NDArray[np.intp]  # each entry's group
+    members: npt.NDArray[np.intp]
+    start: npt.NDArray[np.intp]
+    count: npt.NDArray[np.intp]
+
+
+def _groups(rows: npt.NDArray[np.uint8]) -> _Groups:
+    keys, of = np.unique(rows, axis=0, return_inverse=True)
+    of = of.reshape(-1).astype(np.intp)
+    count = np.bincount(of, minlength=len(keys)).astype(np.intp)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.intp)
+    return _Groups(keys, of, np.argsort(of, kind="stable").astype(np.intp), start, count)
+
+
+def _expand(
+    gl: _Groups, gr: _Groups, gu: npt.NDArray[np.intp], gv: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Every (left entry, right entry) of the group pairs (gu[k], gv[k])."""
+    cl, cr = gl.count[gu], gr.count[gv]
+    sizes = cl * cr
+    total = int(sizes.sum())
+    k = np.repeat(np.arange(len(gu), dtype=np.intp), sizes)
+    t = np.arange(total, dtype=np.intp) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    width = cr[k]
+    i = gl.members[gl.start[gu][k] + t // width]
+    j = gr.members[gr.start[gv][k] + t % width]
+    return i, j
+
+
+def _related_dates(gl: _Groups, gr: _Groups) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The pairs of date groups (known dates) with birth evidence > 0: the same day, a variant of
+    each other or the same month and day — computed once per pair of *different dates* (a few
+    thousand a side), with :func:`_birth_evidence`, exactly as for a pair of entries."""
+    day_bytes, near_bytes = BIRTH_DAY_BITS // 8, BIRTH_NEAR_BITS // 8
+
+    def cut(keys: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], ...]:
+        return keys[:, :day_bytes], keys[:, day_bytes : day_bytes + near_bytes], keys[:, day_bytes + near_bytes :]
+
+    ld, ln, lm = cut(gl.keys)
+    rd, rn, rm = cut(gr.keys)
+    known_l = np.flatnonzero(_ones(ld) > 0)
+    known_r = np.flatnonzero(_ones(rd) > 0)
+    if not len(known_l) or not len(known_r):
+        empty = np.zeros(0, dtype=np.intp)
+        return empty, empty
+
+    def bits(a: npt.NDArray[np.uint8], idx: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+        out: npt.NDArray[np.float32] = np.unpackbits(a[idx], axis=1).astype(np.float32)
+        return out
+
+    rdb, rnb, rmb = bits(rd, known_r), bits(rn, known_r), bits(rm, known_r)
+    n_rd, n_rm = _ones(rd[known_r]), _ones(rm[known_r])
+    loose = np.float32(1e-3)  # float32 pre-selection, a little wide; the exact test follows
+    found_u: list[npt.NDArray[np.intp]] = []
+    found_v: list[npt.NDArray[np.intp]] = []
+    for r0 in range(0, len(known_l), _TILE):
+        idx = known_l[r0 : r0 + _TILE]
+        ldb, lnb, lmb = bits(ld, idx), bits(ln, idx), bits(lm, idx)
+        n_ld, n_lm = _ones(ld[idx])[:, None], _ones(lm[idx])[:, None]
+        # A ramp is above 0 only above its start: test each similarity against its start.
+        day = (ldb @ rdb.T) * 2 >= (DAY_FROM - loose) * (n_ld + n_rd)
+        day |= (ldb @ rnb.T) / n_ld + (lnb @ rdb.T) / n_rd >= 2 * (NEAR_FROM - loose)
+        day |= (lmb @ rmb.T) * 2 >= (MD_FROM - loose) * (n_lm + n_rm)
+        uu, vv = np.nonzero(day)
+        found_u.append(idx[uu])
+        found_v.append(known_r[vv])
+    u, v = np.concatenate(found_u), np.concatenate(found_v)
+    # The exact test, in float64 as for a pair of entries.
+    a_day, a_near, a_md = ld[u], ln[u], lm[u]
+    b_day, b_near, b_md = rd[v], rn[v], rm[v]
+    na_day, nb_day, na_md, nb_md = _ones(a_day), _ones(b_day), _ones(a_md), _ones(b_md)
+    evidence = _birth_evidence(
+        _dice(a_day, b_day, na_day, nb_day),
+        0.5 * (_contained(a_day, b_near, na_day) + _contained(b_day, a_near, nb_day)),
+        _dice(a_md, b_md, na_md, nb_md),
+    )
+    hit = evidence > 0.0
+    return u[hit], v[hit]
+
+
+_SCAN_PAIRS = 25_000_000  # up to this many pairs, the bound scan is faster than the blocked search
+_BATCH = 1 << 20  # pairs scored at a time in the blocked search (about 150 MiB of gathered filters)
+
+
+def _blocked(L: _Side, R: _Side, floor: float) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Every allowed pair with score ≥ floor, without scoring all pairs (module docstring, "Speed").
+
+    Three disjoint searches, whose union is every pair the score allows (:attr:`_Parts.allowed`):
+    (a) both dates known and related — by pairs of date groups; (b) both dates known, unrelated, and
+    the names sound the same — by groups of equal pinyin filters; (c) a date unknown on either
+    side — by the bound scan of :func:`_scan` on those rows only."""
+    empty = np.zeros(0, dtype=np.intp)
+    birth_l = np.hstack([L.day, L.near, L.md])
+    birth_r = np.hstack([R.day, R.near, R.md])
+    dl, dr = _groups(birth_l), _groups(birth_r)
+    out_i: list[npt.NDArray[np.intp]] = []
+    out_j: list[npt.NDArray[np.intp]] = []
+
+    def keep(i: npt.NDArray[np.intp], j: npt.NDArray[np.intp]) -> None:
+        ok = ~(L.has_token[i] & R.has_token[j]) & ((L.sex[i] == 0) | (R.sex[j] == 0) | (L.sex[i] == R.sex[j]))
+        i, j = i[ok], j[ok]
+        if len(i):
+            raw = _parts(L, R, i, j).raw
+            hit = raw >= floor
+            out_i.append(i[hit])
+            out_j.append(j[hit])
+
+    # (a) related dates, in batches of about _BATCH pairs.
+    gu, gv = _related_dates(dl, dr)
+    sizes = dl.count[gu] * dr.count[gv]
+    edges = np.searchsorted(np.cumsum(sizes), np.arange(_BATCH, int(sizes.sum()) + _BATCH, _BATCH), side="left")
+    lo = 0
+    for hi in [*edges.tolist(), len(gu)]:
+        hi = max(hi + 1, lo + 1) if hi < len(gu) else len(gu)
+        if lo >= len(gu):
+            break
+        keep(*_expand(dl, dr, gu[lo:hi], gv[lo:hi]))
+        lo = hi
+    # (b) unrelated known dates, names that sound the same (equal pinyin filters).
+    pl, pr = _groups(L.pinyin), _groups(R.pinyin)
+    common_l, common_r = _common(pl.keys, pr.keys)
+    named = _ones(pl.keys[common_l]) > 0
+    i, j = _expand(pl, pr, common_l[named], common_r[named])
+    both_known = ~(L.birth_missing[i] | R.birth_missing[j])
+    i, j = i[both_known], j[both_known]
+    related = np.isin(dl.of[i] * len(dr.count) + dr.of[j], gu * len(dr.count) + gv)
+    keep(i[~related], j[~related])
+    # (c) a date unknown on either side: the bound scan, on those rows only.
+    miss_l, miss_r = np.flatnonzero(L.birth_missing), np.flatnonzero(R.birth_missing)
+    known_l = np.flatnonzero(~L.birth_missing)
+    for rows, cols in ((miss_l, np.arange(len(R), dtype=np.intp)), (known_l, miss_r)):
+        if len(rows) and len(cols):
+            si, sj = _scan(L.subset(rows), R.subset(cols), floor)
+            keep(rows[si], cols[sj])
+    if not out_i:
+        return empty, empty
+    return np.concatenate(out_i), np.concatenate(out_j)
+
+
+def _common(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Indices (into a, into b) of the rows two sorted, unique row sets share."""
+    both, inverse = np.unique(np.vstack([a, b]), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    in_a = np.full(len(both), -1, dtype=np.intp)
+    in_a[inverse[: len(a)]] = np.arange(len(a))
+    from_b = in_a[inverse[len(a) :]]
+    hit = np.flatnonzero(from_b >= 0)
+    return from_b[hit], hit.astype(np.intp)
+
+
+def _candidates(
+    L: _Side, R: _Side, floor: float, *, blocking: bool | None = None
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64], _Parts]:
+    """Every allowed pair with score ≥ floor: (left index, right index, score, parts), sorted by
+    (left, right). ``blocking``: True the blocked search (:func:`_blocked`), False the bound scan
+    over all pairs (:func:`_scan`), None (the default) the scan up to ``_SCAN_PAIRS`` pairs and the
+    blocked search above. Both find the same pairs (``tests/test_matching_matcher.py`` checks it)."""
+    empty = np.zeros(0, dtype=np.intp)
+    if len(L) == 0 or len(R) == 0:
+        return empty, empty, np.zeros(0), _parts(L, R, empty, empty)
+    if blocking is None:
+        blocking = len(L) * len(R) > _SCAN_PAIRS  # the blocked search has a fixed cost of about a second
+    i, j = _blocked(L, R, floor) if blocking else _scan(L, R, floor)
+    order = np.lexsort((j, i))
+    i, j = i[order], j[order]
+    parts = _parts(L, R, i, j)
+    keep = parts.raw >= floor
     i, j = i[keep], j[keep]
     parts = _parts(L, R, i, j)
     return i, j, parts.raw, parts
@@ -497,7 +731,8 @@ def match(left: Sequence[Entry], right: Sequence[Entry], thresholds: Thresholds 
             if taken_l[i] or taken_r[j]:
                 continue
             competitor = max(_other(top_l, i, int(k)), _other(top_r, j, int(k)))
-            band = Band.MATCHED if s >= t.auto and s - competitor >= t.margin else Band.REVIEW
+            sure = bool(parts.same_sound[k])
+            band = Band.MATCHED if sure and s >= t.auto and s - competitor >= t.margin else Band.REVIEW
             taken_l[i] = taken_r[j] = True
             li, rj = int(rest_l[i]), int(rest_r[j])
             shown = round(min(max(s, 0.0), 1.0), 6)

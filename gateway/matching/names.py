@@ -236,17 +236,45 @@ def _latin_syllables(text: str) -> tuple[str, ...]:
         pieces.append("".join(current))
     out: list[str] = []
     for piece in pieces:
-        # Passport spelling of ü after l and n (Lyu, Nyu); yu after other initials is a real syllable.
-        piece = piece.replace("lyu", "lv").replace("nyu", "nv").replace("lue", "lve").replace("nue", "nve")
         syllables = segment_pinyin(piece)
+        if syllables is None:
+            # Passport spelling of ü after l and n (Lyu, Nyu), tried only when the letters are not
+            # pinyin as typed: in ``sunanyu`` (sun·an·yu) the n and the yu belong to two syllables.
+            folded = piece.replace("lyu", "lv").replace("nyu", "nv").replace("lue", "lve").replace("nue", "nve")
+            syllables = segment_pinyin(folded)
+            piece = folded if syllables is not None else piece
         # Not pinyin (a foreign name, a typo): keep the letters as one token so bigrams still compare.
         out.extend(syllables if syllables is not None else (piece,))
     return tuple(out)
 
 
+# Plain CJK Unified Ideographs (U+4E00–U+9FFF) → their simplified form (Han characters only). NFKC
+# leaves this block unchanged and none of it is a separator, so a name made only of such characters
+# (most names) is folded one cached character at a time, with no normalisation pass.
+_PLAIN_HAN: dict[str, str] = {}
+
+
+def _plain_han(raw: str) -> str | None:
+    """The simplified characters of a name made only of plain CJK ideographs; ``None`` otherwise."""
+    out = []
+    table = _PLAIN_HAN
+    for ch in raw:
+        folded = table.get(ch)
+        if folded is None:
+            if not "\u4e00" <= ch <= "\u9fff":
+                return None
+            folded = "".join(c for c in _simplified(ch) if _is_han(c))
+            table[ch] = folded
+        out.append(folded)
+    return "".join(out)
+
+
 @functools.lru_cache(maxsize=65536)
 def normalise_name(raw: str) -> NormalisedName:
     """Fold a name as typed in a ledger into its :class:`NormalisedName` (see the module docstring)."""
+    plain = _plain_han(raw) if raw else None
+    if plain:
+        return NormalisedName(chars=plain, syllables=_han_syllables(plain))
     text = unicodedata.normalize("NFKC", raw)
     text = "".join(ch for ch in text if ch not in _SEPARATORS and not ch.isspace())
     han = "".join(ch for ch in text if _is_han(ch))

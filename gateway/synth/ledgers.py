@@ -17,16 +17,32 @@ would each hold for one monitoring period, from the seeded household generator
   (子涵 / 子轩), as real twins often do. :attr:`LedgerPair.siblings` lists every cross-ledger pair of
   rows that are two *different* children of one household (``twin`` when born the same day,
   ``sibling`` otherwise): a matcher must never auto-link one.
-* **Corruption.** Each row gets a list of labelled kinds (:data:`KINDS`), at most one per family:
-  name (:data:`NAME_KINDS`), birth date (:data:`DATE_KINDS`) and ID number (:data:`ID_KINDS`).
-  Residence rows are corrupted with rate ``1 - clean_rate``: one kind drawn uniformly from all of
-  them (so every kind gets about the same number of pairs), then, for each other family,
-  another kind with ``extra_kind_rate`` — which is what puts name and date corruptions into the
-  fuzzy stage (no valid ID on one side). Registration rows get one kind with
-  ``registration_corruption_rate``. Rows in one ledger only are corrupted the same way, so a
-  corruption never tells a pair from a non-pair. A kind is only applied where it can do what it
-  says (a day–month swap needs both ≤ 12 and different, a truncation a name of three characters or
-  more, …); otherwise another kind is drawn.
+* **Lone twins.** Of the moved households with twins, :attr:`LedgerSpec.lone_twin_rate` are split
+  so that one twin is in the registration ledger only and the co-twin in the residence ledger
+  only: the co-twin (different given name, same surname, birth date and guardian, sex not
+  necessarily the same) is then the *only* plausible partner, and no margin over a competitor can
+  keep them apart. :attr:`LedgerPair.lone_twins` counts them; they are ``twin`` sibling links.
+* **Corruption** (residence rows; rows in one ledger only are corrupted the same way, so a
+  corruption never tells a pair from a non-pair). Two independent draws per row:
+
+  - **Name or date.** With ``clean_rate`` the row keeps name and birth date; with
+    ``stacked_rate`` it gets two corruptions, one name kind and one date kind, and is labelled
+    ``stacked`` (its own kind: rare in real ledgers, and measured apart so that it neither hides
+    nor inflates the single kinds); otherwise it gets exactly **one** kind drawn uniformly from
+    :data:`NAME_KINDS` + :data:`DATE_KINDS` (so every kind gets about the same number of pairs and
+    each is measured on its own).
+  - **ID number**, independently: missing with ``id_missing_rate``, mistyped (fails the check
+    character) with ``id_mistyped_rate``, else as issued. A row without a valid ID on either side
+    goes to the fuzzy stage; so each name or date kind is measured in both stages, at the same
+    rates.
+
+  The default rates (clean 30 %, stacked 5 %, one kind 65 %; ID missing 20 %, mistyped 10 %) are
+  an assumption, not a survey: residence counties often enrol a child without the ID number (or
+  copy it wrongly), typing slips in a name or date are common, two in one row are not. The
+  registration ledger (户籍) is the reference copy: its rows keep name and date and only lose or
+  mistype the ID number, with ``registration_corruption_rate``. A kind is only applied where it
+  can do what it says (a day–month swap needs both ≤ 12 and different, a truncation a name of
+  three characters or more, …); otherwise another kind is drawn.
 * **Truth.** :attr:`LedgerPair.truth` lists (registration row, residence row, kinds) for every
   child in both ledgers, rows numbered from 1 with the header excluded, ``kinds`` the union of
   both rows' kinds (``("clean",)`` when neither row was touched).
@@ -79,11 +95,11 @@ CLEAN = "clean"
 NAME_KINDS: tuple[str, ...] = ("homophone", "typo", "traditional", "pinyin_name", "truncated")
 DATE_KINDS: tuple[str, ...] = ("day_month_swap", "day_off_by_one", "lunar_birthday", "year_typo")
 ID_KINDS: tuple[str, ...] = ("id_missing", "id_mistyped")
+STACKED = "stacked"  # one name kind and one date kind in one row
 CORRUPTIONS: tuple[str, ...] = NAME_KINDS + DATE_KINDS + ID_KINDS
 #: Every label a pair can carry, in the order reports list them.
-KINDS: tuple[str, ...] = (CLEAN, *CORRUPTIONS)
-_FAMILIES: tuple[tuple[str, ...], ...] = (NAME_KINDS, DATE_KINDS, ID_KINDS)
-_FAMILY_OF = {kind: family for family in _FAMILIES for kind in family}
+KINDS: tuple[str, ...] = (CLEAN, *NAME_KINDS, *DATE_KINDS, STACKED, *ID_KINDS)
+_NAME_OR_DATE = NAME_KINDS + DATE_KINDS
 _ORDER = {kind: i for i, kind in enumerate(KINDS)}
 
 _T = TypeVar("_T")
@@ -113,10 +129,13 @@ class LedgerSpec:
     registration_division: str = DEFAULT_REGISTRATION
     residence_division: str = DEFAULT_RESIDENCE
     clean_rate: float = 0.3
-    extra_kind_rate: float = 0.3
-    registration_corruption_rate: float = 0.1
+    stacked_rate: float = 0.05
+    id_missing_rate: float = 0.2
+    id_mistyped_rate: float = 0.1
+    registration_corruption_rate: float = 0.05
     split_household_rate: float = 0.1
     twin_shared_character_rate: float = 0.5
+    lone_twin_rate: float = 0.3
 
     def __post_init__(self) -> None:
         if self.rows < 1:
@@ -125,13 +144,18 @@ class LedgerSpec:
             raise InputError("overlap must be between 0 and 1")
         for rate in (
             self.clean_rate,
-            self.extra_kind_rate,
+            self.stacked_rate,
+            self.id_missing_rate,
+            self.id_mistyped_rate,
             self.registration_corruption_rate,
             self.split_household_rate,
             self.twin_shared_character_rate,
+            self.lone_twin_rate,
         ):
             if not 0.0 <= rate <= 1.0:
                 raise InputError("every rate must be between 0 and 1")
+        if self.clean_rate + self.stacked_rate > 1.0 or self.id_missing_rate + self.id_mistyped_rate > 1.0:
+            raise InputError("clean + stacked and ID missing + mistyped rates must each be at most 1")
         MonitoringPeriod.parse(self.period)
 
     @property
@@ -157,6 +181,7 @@ class LedgerPair:
     truth: list[TruthPair] = field(repr=False)
     siblings: list[SiblingLink] = field(repr=False)
     households: int = 0
+    lone_twins: int = 0
 
     def twin_pairs(self) -> int:
         """Twin pairs with one twin's row in each ledger at least once (counted per pair of children)."""
@@ -463,6 +488,7 @@ class _LedgerBuilder:
         self.res_valid: list[bool] = []
         self.pairs: list[tuple[int, int, tuple[str, ...]]] = []  # generation-order indices
         self.sibling_links: list[tuple[int, int, str]] = []
+        self.lone_twins = 0
         self._kinds_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, lineterminator="\r\n")
@@ -514,6 +540,8 @@ class _LedgerBuilder:
                 kinds = sort_kinds(reg_row.kinds + res_row.kinds)
                 self.pairs.append((reg_index[child.index], res_index[child.index], kinds))
         births = {c.index: c.record.birth_date for c in children}
+        at_home = {births[c.index] for c in children if c.target == _REG}
+        self.lone_twins += sum(1 for c in children if c.target == _RES and births[c.index] in at_home)
         for a, reg in reg_index.items():
             for b, res in res_index.items():
                 if a != b:
@@ -522,6 +550,8 @@ class _LedgerBuilder:
 
     def _target(self, rng: Random, moved: bool) -> str | None:
         need = self.need
+        if not moved and need[_REG] and rng.random() * (sum(need.values())) >= need[_REG]:
+            return None  # spread families at home over the run (room for lone twins to the end)
         if moved and (need[_BOTH] or need[_RES]):
             return _BOTH if rng.random() * (need[_BOTH] + need[_RES]) < need[_BOTH] else _RES
         if need[_REG]:
@@ -531,7 +561,14 @@ class _LedgerBuilder:
     def _children(self, rng: Random, household: Household, target: str) -> list[_Child]:
         records = self._twin_names(rng, household)
         targets = [target] * len(records)
-        if target == _BOTH and len(records) > 1 and rng.random() < self.spec.split_household_rate:
+        twins = [i for i in range(1, len(records)) if records[i].birth_date == records[i - 1].birth_date]
+        lone = self.need[_REG] > 0 and self.need[_RES] > 0 and rng.random() < self.spec.lone_twin_rate
+        if target == _BOTH and twins and lone:
+            # One twin at home (registration ledger only), the co-twin living here (residence only).
+            first = twins[0] - 1
+            at_home = rng.randrange(2)
+            targets[first + at_home], targets[first + 1 - at_home] = _REG, _RES
+        elif target == _BOTH and len(records) > 1 and rng.random() < self.spec.split_household_rate:
             targets[rng.randrange(len(records))] = rng.choice((_REG, _RES))
         children = []
         for index, (record, wanted) in enumerate(zip(records, targets, strict=True)):
@@ -561,34 +598,41 @@ class _LedgerBuilder:
     # rows ------------------------------------------------------------------------------------------
 
     def _row(self, rng: Random, household: Household, record: ChildRecord, side: str) -> _Row:
+        """One row: on the residence side a name-or-date draw and an independent ID draw (module
+        docstring); on the registration side an ID draw only."""
         cells = csv_row(record)
-        if side == _RES:
-            cells[COL_RESIDENCE] = self.spec.residence_division
-        if side == _RES:
-            corrupt = rng.random() >= self.spec.clean_rate
-            extra = self.spec.extra_kind_rate
-        else:
-            corrupt = rng.random() < self.spec.registration_corruption_rate
-            extra = 0.0
+        spec = self.spec
         kinds: list[str] = []
-        if corrupt:
-            for _ in range(30):
-                kind = rng.choice(CORRUPTIONS)
-                if self._apply(rng, kind, cells, household, record):
-                    kinds.append(kind)
-                    break
-            if kinds:
-                for family in _FAMILIES:
-                    if family is _FAMILY_OF[kinds[0]] or rng.random() >= extra:
-                        continue
-                    for _ in range(10):
-                        kind = rng.choice(family)
-                        if self._apply(rng, kind, cells, household, record):
-                            kinds.append(kind)
-                            break
+        if side == _RES:
+            cells[COL_RESIDENCE] = spec.residence_division
+            draw = rng.random()
+            if draw >= spec.clean_rate + spec.stacked_rate:
+                kinds += self._one_of(rng, _NAME_OR_DATE, cells, household, record)
+            elif draw >= spec.clean_rate:
+                name = self._one_of(rng, NAME_KINDS, cells, household, record)
+                born = self._one_of(rng, DATE_KINDS, cells, household, record)
+                # Both applied: the row is "stacked"; one only (rare: no date kind fits): that kind.
+                kinds += [STACKED] if name and born else name + born
+            draw = rng.random()
+            if draw < spec.id_missing_rate:
+                kinds += self._one_of(rng, ("id_missing",), cells, household, record)
+            elif draw < spec.id_missing_rate + spec.id_mistyped_rate:
+                kinds += self._one_of(rng, ("id_mistyped",), cells, household, record)
+        elif rng.random() < spec.registration_corruption_rate:
+            kinds += self._one_of(rng, ID_KINDS, cells, household, record)
         ordered = tuple(sorted(kinds, key=_ORDER.__getitem__))
         valid = bool(cells[COL_ID]) and not ({"id_missing", "id_mistyped"} & set(kinds))
         return _Row(cells, self._kinds_cache.setdefault(ordered, ordered), valid)
+
+    def _one_of(
+        self, rng: Random, choices: tuple[str, ...], cells: list[str], household: Household, record: ChildRecord
+    ) -> list[str]:
+        """Apply one kind drawn from ``choices`` (up to 30 draws until one applies): ``[kind]`` or ``[]``."""
+        for _ in range(30):
+            kind = rng.choice(choices)
+            if self._apply(rng, kind, cells, household, record):
+                return [kind]
+        return []
 
     def _apply(self, rng: Random, kind: str, cells: list[str], household: Household, record: ChildRecord) -> bool:
         """Apply ``kind`` to ``cells`` in place; False (cells untouched) where it cannot apply."""
@@ -668,6 +712,7 @@ class _LedgerBuilder:
             truth=truth,
             siblings=siblings,
             households=households,
+            lone_twins=self.lone_twins,
         )
 
 
