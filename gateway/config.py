@@ -40,14 +40,16 @@ directory is published (a file path or an http(s) URL) and ``refresh_seconds`` h
     batch_size = 100            # envelopes per delivery stream (and per relay pull)
     retry_base_seconds = 5.0    # first back-off after a failed delivery, doubling each time ...
     retry_max_seconds = 1800.0  # ... up to this
+    case_sync_seconds = 5.0     # how often the running node applies received case messages (and
+                                # takes the custody actions they make due)
 
 ``[matching]`` sets the matcher's score thresholds (SPEC §5; all optional, defaults from
 ``gateway.matching.Thresholds``)::
 
     [matching]
     auto = 0.85                 # a fuzzy candidate links automatically at or above this score ...
-    margin = 0.05               # ... and only if it beats the next-best candidate by this much
-    review = 0.75               # below auto but at or above this: proposed for a person to review
+    margin = 0.1                # ... and only if it beats the next-best candidate by this much
+    review = 0.65               # below auto but at or above this: proposed for a person to review
 
 ``0 <= review <= auto <= 1`` and ``0 <= margin <= 1``, or the configuration is refused.
 
@@ -94,6 +96,7 @@ _SCHEMA: dict[str, dict[str, type]] = {
         "batch_size": int,
         "retry_base_seconds": float,
         "retry_max_seconds": float,
+        "case_sync_seconds": float,
     },
     "matching": {"auto": float, "review": float, "margin": float},
 }
@@ -126,6 +129,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 100,
         "retry_base_seconds": 5.0,
         "retry_max_seconds": 1800.0,
+        "case_sync_seconds": 5.0,
     },
     "matching": {"auto": Thresholds.auto, "review": Thresholds.review, "margin": Thresholds.margin},
 }
@@ -166,6 +170,7 @@ class NodeConfig:
     exchange_batch_size: int = 100
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 1800.0
+    case_sync_seconds: float = 5.0
     thresholds: Thresholds = field(default_factory=Thresholds)
 
     @property
@@ -215,7 +220,7 @@ def _exchange(path: Path, ex: dict[str, Any]) -> dict[str, Any]:
         validate_node_id(relay)
     if len(set(relays)) != len(relays):
         raise ConfigError(f"{path}: exchange.relays names a node twice")
-    for key in ("poll_seconds", "timeout_seconds", "lease_seconds", "retry_base_seconds"):
+    for key in ("poll_seconds", "timeout_seconds", "lease_seconds", "retry_base_seconds", "case_sync_seconds"):
         if ex[key] <= 0:
             raise ConfigError(f"{path}: exchange.{key} must be positive")
     if ex["retry_max_seconds"] < ex["retry_base_seconds"]:
@@ -233,6 +238,7 @@ def _exchange(path: Path, ex: dict[str, Any]) -> dict[str, Any]:
         "exchange_batch_size": ex["batch_size"],
         "retry_base_seconds": ex["retry_base_seconds"],
         "retry_max_seconds": ex["retry_max_seconds"],
+        "case_sync_seconds": ex["case_sync_seconds"],
     }
 
 

@@ -12,10 +12,15 @@ The story so far:
    fields sealed at rest.
 3. **Mutual TLS.** The nodes run as real ``tongban node serve`` processes on loopback and call
    each other over mutual TLS; a certificate from a CA outside the directory is refused.
-4. **Revocation.** 贵州省 revokes its node; after the next directory refresh the other nodes refuse
-   its connections.
+4. **Exchange** and 5. **Reconciliation** of the migrant rosters (see README).
+6. **Cases.** 两江新区 accepts an orphan-recognition and a living-subsidy application for children
+   registered in 南部县 and 织金县 through ``tongban case``; the registration nodes' running servers
+   receive them, request material once, then decide; custody follows each step (offer → accept) and
+   each chain is verified offline with ``tongban custody verify`` after every step.
+7. **Revocation.** 贵州省 revokes its node; after the next directory refresh the other nodes refuse
+   its connections (after its case is decided: a revoked node can never act again).
 
-Each later capability (envelope exchange, matching, cases, custody) extends this story.
+Each later capability (the county API, a web inbox) extends this story.
 ``gateway`` never imports the ``keys`` package: the demo drives it through the command line's
 entry points, as an operator would.
 """
@@ -28,6 +33,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -103,6 +109,7 @@ DEMO_NODES = (
 REVOKED = "gz-zhijin"
 RESTARTED = "gz-zhijin"  # killed and restarted in the middle of the exchange
 REFRESH_SECONDS = 1.0  # the demo's nodes re-read the directory every second
+CASE_SYNC_SECONDS = 0.5  # and apply received case messages twice a second
 
 
 class DemoFailed(GatewayError):
@@ -214,7 +221,13 @@ def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str]
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "TONGBAN_TRUST_REFRESH_SECONDS": str(REFRESH_SECONDS)},
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "TONGBAN_TRUST_REFRESH_SECONDS": str(REFRESH_SECONDS),
+            # The demo's nodes apply received case messages twice a second (operators: a few seconds).
+            "TONGBAN_EXCHANGE_CASE_SYNC_SECONDS": str(CASE_SYNC_SECONDS),
+        },
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
@@ -455,6 +468,249 @@ def _reconcile(
     return {"findings": found, "report": str(report)}
 
 
+# --- step 6: cases -------------------------------------------------------------------------------
+
+_ACTION_ZH = {
+    "accept": "受理", "push": "推送", "receive": "接收", "request_material": "一次性告知补正",
+    "resubmit": "补正材料", "first_review": "乡镇初审", "approve": "批准/认定", "reject": "不予批准",
+    "deliver_result": "反馈结果", "notify_applicant": "告知申请人", "return": "退回", "transfer": "转办",
+    "withdraw": "撤回", "close": "归档",
+}  # fmt: skip
+RESIDENCE = "cq-liangjiang"
+CASE_STORY = (("sc-nanbu", "orphan"), ("gz-zhijin", "living_subsidy"))
+
+
+def _pdf(title: str, seed: str) -> bytes:
+    """A small, valid-looking synthetic PDF (the content is what the case checks: size and SHA-256)."""
+    body = f"BT /F1 12 Tf 72 720 Td (synthetic {title} {seed}) Tj ET".encode("ascii")
+    return (
+        b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+        b"3 0 obj<</Type/Page/Parent 2 0 R/Contents 4 0 R>>endobj\n"
+        + f"4 0 obj<</Length {len(body)}>>stream\n".encode("ascii")
+        + body
+        + b"\nendstream endobj\n%%EOF\n"
+    )
+
+
+def _applications(node: Node, period: str, base: Path) -> dict[str, Path]:
+    """Two application files (the documented JSON layout of `tongban case accept`) for migrant
+    children living in 两江新区: one registered in 南部县 (orphan recognition), one in 织金县
+    (living subsidy for a disabled child of a 低保 family). Synthetic carers, accounts and PDFs."""
+    from gateway.domain.records import Disability, DisabilityCategory
+
+    folder = base / "cases"
+    folder.mkdir(exist_ok=True)
+    files: dict[str, Path] = {}
+    for registration_node, programme in CASE_STORY:
+        division = next(n.division for n in DEMO_NODES if n.node_id == registration_node)
+        record = next(
+            (r for r in node.children.iter_period(period, kind=ChildKind.MIGRANT, registration_division=division)
+             if r.id_number and r.residence_division == "500157"),
+            None,
+        )  # fmt: skip
+        if record is None or record.id_number is None:
+            raise DemoFailed(f"no migrant child of {division} living in 两江新区 to apply for")
+        application: dict[str, Any]
+        if programme == "orphan":
+            evidence = [("father-death", "death_certificate"), ("mother-death", "death_certificate")]
+            application = {
+                "programme": "orphan",
+                "father": {"situation": "deceased", "since": f"{today_minus_years(3)}"},
+                "mother": {"situation": "deceased", "since": f"{today_minus_years(2)}"},
+                "carer": {"name": "张桂芳", "relation": "祖父母", "phone": "13800000000"},
+            }
+        else:
+            evidence = [("disability-card", "disability_certificate")]
+            certificate = Disability(DisabilityCategory.HEARING, 2)
+            application = {
+                "programme": "living_subsidy",
+                "certificate_number": certificate.certificate_number(record.id_number),
+                "disability": {"category": int(certificate.category), "level": certificate.level},
+                "hardship": "dibao",
+                "payment_account": {
+                    "bank": "贵州农村信用社", "account_number": "6228480000000000", "holder_name": "李秀英"
+                },
+            }  # fmt: skip
+        items = []
+        for document_id, kind in evidence:
+            pdf = folder / f"{programme}-{document_id}.pdf"
+            pdf.write_bytes(_pdf(kind, record.record_id))
+            items.append({"document_id": document_id, "kind": kind, "file": pdf.name})
+        application["evidence"] = items
+        child = {"id_number": record.id_number, "name": record.name, "registration_division": division,
+                 "ref": record.record_id}  # fmt: skip
+        path = folder / f"{programme}.json"
+        path.write_text(json.dumps({"child": child, "application": application}, ensure_ascii=False), encoding="utf-8")
+        path.chmod(0o600)
+        files[registration_node] = path
+    return files
+
+
+def today_minus_years(years: int) -> str:
+    today = date.today()
+    return today.replace(year=today.year - years, day=1).isoformat()
+
+
+def _case(node_id: str, config: Path, *args: str | Path) -> str:
+    """Run ``tongban case …`` in-process on ``node_id``'s configuration; return what it printed."""
+    status, printed = _tongban("case", *args, "--config", config)
+    if status != 0:
+        raise DemoFailed(f"`tongban case {args[0]}` on {node_id} exited {status}")
+    return printed
+
+
+@dataclass
+class DemoCase:
+    case_id: str
+    programme: str
+    registration: str
+    shown: int = 0  # history entries printed so far
+    verified: bool = False
+    holder: str = ""
+    closed: bool = False
+
+
+class CaseStage:
+    """Step 6's view of the running nodes: wait until the nodes agree, print history, clocks and
+    the holder verified offline by `tongban custody verify` on an exported chain."""
+
+    def __init__(self, w: Any, by_id: dict[str, RunningNode], callers: dict[str, Caller], base: Path) -> None:
+        self.w, self.by_id, self.callers, self.base = w, by_id, callers, base
+        self.chains = base / "custody"
+        self.chains.mkdir(exist_ok=True)
+
+    def view(self, node_id: str, case_id: str) -> tuple[Any, str | None]:
+        from gateway.cases.store import CaseStore
+        from gateway.custody import store as custody_store
+
+        node = self.by_id[node_id].node
+        directory = self.callers[node_id].trust.current(datetime.now(UTC))
+        with node.engine.connect() as conn:
+            custody = custody_store.view(conn, case_id, directory)
+        store = CaseStore(node.engine, node.keyring)
+        status = store.load(case_id).state.status.value if store.exists(case_id) else None
+        return custody, status
+
+    def wait(self, cases: Sequence[DemoCase], holders: dict[str, str | None], seconds: float = 40) -> None:
+        """Until, for each case, both nodes hold the same chain and lifecycle state, with the
+        holder expected (``None``: the chain is closed) — moved by the nodes alone."""
+        deadline = time.monotonic() + seconds
+        while True:
+            done = True
+            for c in cases:
+                (a, sa), (b, sb) = self.view(RESIDENCE, c.case_id), self.view(c.registration, c.case_id)
+                expected = holders[c.case_id]
+                agreed = a is not None and b is not None and a.head == b.head and sa == sb
+                done &= agreed and (a.closed if expected is None else (a.holder == expected and a.pending is None))
+            if done:
+                return
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"the nodes did not agree on the cases within {seconds:.0f} s")
+            time.sleep(0.2)
+
+    def report(self, cases: Sequence[DemoCase]) -> None:
+        from gateway.cases.clock import due_dates
+        from gateway.cases.lifecycle import CHINA
+        from gateway.cases.store import CaseStore
+
+        node = self.by_id[RESIDENCE].node
+        store = CaseStore(node.engine, node.keyring)
+        for c in cases:
+            stored = store.load(c.case_id)
+            state = stored.state
+            self.w(f"   {c.programme:<15} {c.case_id[:8]}  {RESIDENCE} ↔ {c.registration}: "
+                   f"{state.status.label_zh} ({state.status.value})\n")  # fmt: skip
+            for e in state.history[c.shown :]:
+                who = e.role.label_zh
+                self.w(f"     {e.at.astimezone(CHINA):%m-%d %H:%M:%S}  {who:<8} {_ACTION_ZH[e.action.value]}"
+                       f" ({e.action.value}) → {e.target.label_zh}\n")  # fmt: skip
+            c.shown = len(state.history)
+            clocks = []
+            for step, clock in due_dates(stored.file.case, state.history).items():
+                mark = "已完成" if clock.completed else (f"期限 {clock.due}" if clock.due else "未开始")
+                clocks.append(f"{step.label_zh} ≤{clock.limit}工作日 {mark}")
+            self.w(f"     时限: {'; '.join(clocks)}\n")
+            self.verify(c)
+            holder = f"nobody, closed by {c.holder}" if c.closed else c.holder
+            self.w(f"     holder: {holder} (verified offline: {'yes' if c.verified else 'NO'})\n")
+
+    def verify(self, c: DemoCase) -> None:
+        """Export the chain from the residence node and check it with `tongban custody verify`."""
+        out = self.chains / f"{c.case_id}.json"
+        status, _ = _tongban("custody", "export", c.case_id, "--config", self.by_id[RESIDENCE].node.config.path,
+                             "--out", out)  # fmt: skip
+        if status != 0:
+            raise DemoFailed(f"`tongban custody export` exited {status}")
+        national = self.base / "national"
+        status, printed = _tongban("custody", "verify", out, "--directory", national / "directory.json",
+                                   "--root", national / "root" / "root.json")  # fmt: skip
+        c.verified = status == 0
+        holder = next((line.split(None, 1)[1] for line in printed.splitlines() if line.startswith("holder")), "?")
+        c.closed = holder.startswith("closed")
+        c.holder = holder.removeprefix("closed (last holder ").removesuffix(")") if c.closed else holder
+        if not c.verified:
+            raise DemoFailed(f"the custody chain of case {c.case_id[:8]} did not verify")
+
+
+def _cases(w: Any, running: list[RunningNode], callers: dict[str, Caller], period: str, base: Path) -> dict[str, Any]:
+    """Step 6: two cross-province cases, from acceptance to closing, custody following each step."""
+    w("\n6. Cases (跨省通办): 两江新区 accepts an orphan-recognition application for a child registered in 南部县\n"
+      "   and a living-subsidy application for a disabled child registered in 织金县; the registration\n"
+      "   nodes request material once (一次性告知), then decide. Custody follows the turn:\n"
+      "   offer → accept\n")  # fmt: skip
+    by_id = {r.spec.node_id: r for r in running}
+    cfg = {n: by_id[n].node.config.path for n in by_id}
+    stage = CaseStage(w, by_id, callers, base)
+    files = _applications(by_id[RESIDENCE].node, period, base)
+    started = time.monotonic()
+    cases: list[DemoCase] = []
+    for registration, programme in CASE_STORY:
+        printed = _case(RESIDENCE, cfg[RESIDENCE], "accept", files[registration])
+        case_id = printed.split()[1]
+        cases.append(DemoCase(case_id, programme, registration))
+    w(f"   6a {RESIDENCE} `tongban case accept` ×2: 受理 and 推送 (documents in 256 KiB chunks, sealed\n"
+      "      to the registration node); the registration nodes' servers receive them (no command run)\n")  # fmt: skip
+    stage.wait(cases, {c.case_id: c.registration for c in cases})
+    stage.report(cases)
+    extra = {"sc-nanbu": "household_register", "gz-zhijin": "dibao_certificate"}
+    for c in cases:
+        _case(c.registration, cfg[c.registration], "request-material", c.case_id, "--items", extra[c.registration])
+    w("   6b 南部县 and 织金县 `tongban case request-material`: everything missing, once (一次性告知)\n")
+    stage.wait(cases, {c.case_id: RESIDENCE for c in cases})
+    stage.report(cases)
+    for c in cases:
+        pdf = base / "cases" / f"{c.programme}-{extra[c.registration]}.pdf"
+        pdf.write_bytes(_pdf(extra[c.registration], c.case_id))
+        _case(RESIDENCE, cfg[RESIDENCE], "resubmit", c.case_id, "--document",
+              f"{extra[c.registration]}:{extra[c.registration]}:{pdf}")  # fmt: skip
+    w(f"   6c {RESIDENCE} `tongban case resubmit`: the material, as asked (补正)\n")
+    stage.wait(cases, {c.case_id: c.registration for c in cases})
+    stage.report(cases)
+    month = date.today().strftime("%Y-%m")
+    for c in cases:
+        if c.programme == "orphan":
+            _case(c.registration, cfg[c.registration], "first-review", c.case_id)
+        _case(c.registration, cfg[c.registration], "decide", c.case_id, "--approve", "--payment-month", month)
+    w(f"   6d 南部县 `case first-review` + `case decide --approve`, 织金县 `case decide --approve`\n"
+      f"      (payment from {month}); the result goes back to 两江新区 with the case\n")  # fmt: skip
+    stage.wait(cases, {c.case_id: RESIDENCE for c in cases})
+    stage.report(cases)
+    for c in cases:
+        _case(RESIDENCE, cfg[RESIDENCE], "notify", c.case_id)
+        _case(RESIDENCE, cfg[RESIDENCE], "close", c.case_id)
+    w(f"   6e {RESIDENCE} `tongban case notify` and `case close`: the applicant is told; the chain is closed\n")
+    stage.wait(cases, {c.case_id: None for c in cases})
+    stage.report(cases)
+    w(f"   each chain in {stage.chains.name}/ verifies with `tongban custody verify FILE --directory DIR` "
+      f"({time.monotonic() - started:.1f} s for the whole step)\n")  # fmt: skip
+    summary = []
+    for c in cases:
+        _custody, status = stage.view(RESIDENCE, c.case_id)
+        summary.append({"id": c.case_id, "type": c.programme, "state": status, "holder": c.holder,
+                        "chain_verified": c.verified})  # fmt: skip
+    return {"cases": summary, "chains": {c.case_id: str(stage.chains / f"{c.case_id}.json") for c in cases}}
+
+
 def _sealed_check(node: Node, period: str, sample: int = 50) -> dict[str, Any]:
     """Read the raw table and confirm that no stored row holds a name or ID number in clear."""
     values: list[bytes] = []
@@ -663,8 +919,21 @@ def run(
             # --- 5. reconciliation ------------------------------------------------------------
             summary["reconciliation"] = _reconcile(w, running, callers, period.label, base)
 
-            # --- 6. revocation ----------------------------------------------------------------
-            w(f"\n6. Revocation: 贵州省民政厅 revokes {REVOKED}; the directory is republished (v2)\n")
+            # --- 6. cases ---------------------------------------------------------------------
+            # Before the revocation: 织金县 must still decide its case.
+            cases = _cases(w, running, callers, period.label, base)
+            summary["cases"] = cases["cases"]
+            summary["custody_chains"] = cases["chains"]
+            if json_path is not None:  # the chains outlive a temporary working directory, with the public material
+                kept = json_path.parent / f"{json_path.stem}-custody"
+                kept.mkdir(exist_ok=True)
+                for name in ("directory.json", "root/root.json"):
+                    shutil.copyfile(base / "national" / name, kept / Path(name).name)
+                for case_id, chain in cases["chains"].items():
+                    summary["custody_chains"][case_id] = str(shutil.copyfile(chain, kept / Path(chain).name))
+
+            # --- 7. revocation ----------------------------------------------------------------
+            w(f"\n7. Revocation: 贵州省民政厅 revokes {REVOKED}; the directory is republished (v2)\n")
             _keys("node", "revoke", base / "provinces" / "52", REVOKED)
             _keys("province", "publish", base / "provinces" / "52", "--out", base / "provinces" / "52" / "part.json")
             verified = _publish_directory(base, [base / "provinces" / "52" / "part.json"], previous=True)
@@ -699,6 +968,6 @@ def run(
                 _stop(r.process)
         w(
             "\nNodes stopped gracefully (SIGTERM). "
-            "Next in the story: handing orphan and disability cases across provinces.\n"
+            "Next in the story: the county API and a web inbox for registration-place staff.\n"
         )
     return summary

@@ -17,7 +17,9 @@ Two modes, chosen by :attr:`NodeConfig.enrolled` (a TLS certificate and a pinned
   call (except health) to an active directory node. The directory refresher runs while the server
   runs. A node that is enrolled but has no usable directory refuses to start: it never falls back
   to plaintext. The node's message-signing key signs receipts; the outbox's
-  :class:`~gateway.exchange.delivery.DeliveryWorker` runs while the server runs. An enrolled node
+  :class:`~gateway.exchange.delivery.DeliveryWorker` runs while the server runs, and so does the
+  :class:`CaseSync` loop (every ``exchange.case_sync_seconds``: apply received case messages, then
+  the custody they make due — :mod:`gateway.cases.custody_hook`). An enrolled node
   without a signing-key file serves everything but envelopes (refused ``UNAVAILABLE``, so senders
   retry) and says so in its log.
 * **not enrolled** — plaintext, and then only on a loopback address: an unauthenticated port
@@ -39,9 +41,9 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 
 import grpc
@@ -50,13 +52,16 @@ from sqlalchemy import Connection
 from tongban.v1 import common_pb2, county_pb2_grpc, custody_pb2, envelope_pb2, node_pb2, node_pb2_grpc, relay_pb2_grpc
 
 from gateway import audit
+from gateway.cases.custody_hook import CaseCustody
+from gateway.cases.service import CaseService
+from gateway.cases.store import CaseStore
 from gateway.config import NodeConfig
 from gateway.custody.service import PURPOSE as CUSTODY_PURPOSE
 from gateway.custody.service import CustodyService, custody_status_for
 from gateway.errors import ConfigError, ExchangeError, GatewayError, InputError
 from gateway.exchange.delivery import DeliveryWorker, personal_purposes
 from gateway.exchange.envelope import Verified
-from gateway.exchange.purposes import load_profiles
+from gateway.exchange.purposes import Profiles, load_profiles
 from gateway.exchange.receiver import OnAccept, Receiver, public_message, status_for
 from gateway.exchange.relay import RelayPuller, RelayServicer, RelayStore, RelayTransport, SqlRelayStore
 from gateway.exchange.retry import RetryPolicy
@@ -194,6 +199,53 @@ def audit_receipts(node_id: str) -> OnAccept:
     return on_accept
 
 
+class CaseSync:
+    """The running node's case loop: every ``interval`` seconds, apply the case messages received
+    (:meth:`CaseService.sync`) and take the custody actions they make due
+    (:meth:`CaseCustody.settle`), so cases move without anyone running a command. A failed round is
+    logged by error code only (never a message text, which could quote a value) and the loop goes on."""
+
+    def __init__(
+        self,
+        build: Callable[[], CaseService],
+        custody: CaseCustody,
+        *,
+        clock: Callable[[], datetime],
+        interval: float,
+    ) -> None:
+        self._build = build
+        self._custody = custody
+        self._clock = clock
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="case-sync", daemon=True)
+        self.rounds = 0
+
+    def run_once(self) -> None:
+        try:
+            summary = self._build().sync(self._clock())
+            settled = self._custody.settle()
+            if summary.applied or settled:
+                log.info("case sync: %d message(s) applied, custody %s", summary.applied, settled or "unchanged")
+        except GatewayError as exc:
+            log.warning("case sync round failed (%s)", exc.code)
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any one round; logged by type only
+            log.warning("case sync round failed (%s)", type(exc).__name__)
+        self.rounds += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.run_once()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
 class CountyServicer(county_pb2_grpc.CountyServicer):
     def __init__(self, node: Node) -> None:
         self._info = node_info_to_wire(node.description)
@@ -252,6 +304,7 @@ class NodeServer:
         self.receiver: Receiver | None = None
         self.custody: CustodyService | None = None
         self.delivery: DeliveryWorker | None = None
+        self.case_sync: CaseSync | None = None
         self.pullers: list[RelayPuller] = []
         self.relay: RelayServicer | None = None
         self._transport: Transport | None = None
@@ -270,7 +323,9 @@ class NodeServer:
             profiles = load_profiles()
             if cfg.signing_key.exists():
                 signer = Ed25519Signer(read_signing_key(cfg.signing_key, passphrase_from_env()))
-                self.custody = CustodyService(
+                cases = CaseStore(node.engine, node.keyring)
+                self.custody = CaseCustody(
+                    cases=cases,
                     node_id=cfg.node_id,
                     engine=node.engine,
                     keyring=node.keyring,
@@ -290,6 +345,7 @@ class NodeServer:
                     on_accept=both(audit_receipts(cfg.node_id), apply_custody(self.custody)),
                     relays=cfg.exchange_relays,
                 )
+                self.case_sync = self._case_sync(node, cases, self.custody, signer, store, profiles)
             else:
                 disabled = "this node has no message-signing key"
                 log.warning("node %s: no signing key at %s; envelopes will be refused", cfg.node_id, cfg.signing_key)
@@ -360,6 +416,37 @@ class NodeServer:
         self.address = f"{host}:{port}"
 
     @staticmethod
+    def _case_sync(
+        node: Node,
+        cases: CaseStore,
+        custody: CaseCustody,
+        signer: Ed25519Signer,
+        store: TrustStore,
+        profiles: Profiles,
+    ) -> CaseSync | None:
+        cfg = node.config
+        if not cfg.encryption_key.exists():
+            log.warning("node %s: no encryption key at %s; not applying case messages", cfg.node_id, cfg.encryption_key)
+            return None
+        private = read_encryption_key(cfg.encryption_key, passphrase_from_env())
+
+        def build() -> CaseService:  # a fresh directory snapshot each round
+            return CaseService(
+                node_id=cfg.node_id,
+                division=cfg.division,
+                store=cases,
+                keyring=node.keyring,
+                directory=store.current(),
+                encryption_key=private,
+                signer=signer,
+                profiles=profiles,
+                custody=custody,
+                wall_clock=store.clock,
+            )
+
+        return CaseSync(build, custody, clock=store.clock, interval=cfg.case_sync_seconds)
+
+    @staticmethod
     def _pullers(
         cfg: NodeConfig, receiver: Receiver, identity: TlsIdentity, store: TrustStore, poll: float
     ) -> list[RelayPuller]:
@@ -392,6 +479,8 @@ class NodeServer:
             self.trust.start_refresher()
         if self.delivery is not None:
             self.delivery.start()
+        if self.case_sync is not None:
+            self.case_sync.start()
         for puller in self.pullers:
             puller.start()
         log.info(
@@ -403,6 +492,8 @@ class NodeServer:
         grace = self.node.config.grace_seconds if grace is None else grace
         if self.delivery is not None:
             self.delivery.request_stop()
+        if self.case_sync is not None:
+            self.case_sync.stop(timeout=grace + 10.0)
         for puller in self.pullers:
             puller.stop(timeout=grace + 10.0)
         if self._transport is not None:

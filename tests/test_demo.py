@@ -87,6 +87,30 @@ def test_demo_tells_the_story_and_writes_json(tmp_path: Path) -> None:
     assert found["sc-nanbu"]["inconsistent_identifier"] == 3, "IDs blanked in the ledger but carried by the notices"
     assert "review" not in found["gz-zhijin"]
     assert "not_in_ledger" not in found["gz-zhijin"]
+    # Cases: decided before the revocation, closed, custody back at the residence node, each chain
+    # verified offline after every step and still verifying from its file in a fresh process.
+    cases = summary["cases"]
+    assert [(c["type"], c["state"], c["holder"], c["chain_verified"]) for c in cases] == [
+        ("orphan", "closed", "cq-liangjiang", True),
+        ("living_subsidy", "closed", "cq-liangjiang", True),
+    ]
+    assert all(set(c) == {"id", "type", "state", "holder", "chain_verified"} for c in cases)
+    kept = summary_path.parent / "summary-custody"
+    for case in cases:
+        chain = Path(summary["custody_chains"][case["id"]])
+        assert chain.parent == kept
+        verified = subprocess.run(
+            [
+                sys.executable, "-m", "gateway", "custody", "verify", str(chain),
+                "--directory", str(kept / "directory.json"), "--root", str(kept / "root.json"),
+            ],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert verified.returncode == 0, verified.stderr[-500:]
+        assert "closed (last holder cq-liangjiang)" in verified.stdout
+    assert "holder: sc-nanbu (verified offline: yes)" in done.stdout
+    assert "holder: gz-zhijin (verified offline: yes)" in done.stdout
+    assert done.stdout.index("6. Cases") < done.stdout.index("7. Revocation")
     assert summary["trust"]["directory_version"] == 2
     assert summary["trust"]["root"] == {"version": 1, "keys": 3, "threshold": 2}
     assert "mutual TLS" in done.stdout

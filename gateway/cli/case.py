@@ -1,8 +1,10 @@
 """``tongban case``: the case workflow for staff (SPEC §6, §7 "Registration-place staff").
 
 Every command first applies the case messages waiting in the node's inbox (``sync``; the running
-node receives them), then acts through :class:`gateway.cases.service.CaseService`; whatever it sends
-is queued in the outbox and delivered by the running node.
+node receives them, and syncs too, every ``exchange.case_sync_seconds``) and takes the custody
+actions owed (:meth:`gateway.cases.custody_hook.CaseCustody.settle`), then acts through
+:class:`gateway.cases.service.CaseService` — refused unless this node holds the case in its custody
+chain; whatever it sends is queued in the outbox and delivered by the running node.
 
 Residence place (居住地): ``accept FILE`` (a JSON application: accepted and pushed), ``resubmit``,
 ``notify``, ``close``, ``withdraw``. Registration place (户籍地): ``inbox``, ``show``,
@@ -33,6 +35,7 @@ from typing import Any
 from gateway import audit
 from gateway import config as config_mod
 from gateway.cases import codec
+from gateway.cases.custody_hook import CaseCustody
 from gateway.cases.lifecycle import CHINA
 from gateway.cases.service import CaseService, Draft
 from gateway.cases.store import CaseStore
@@ -55,19 +58,34 @@ def open_service(args: argparse.Namespace) -> Iterator[CaseService]:
         trust = TrustStore.from_config(cfg)
         directory = trust.refresh(now) if cfg.directory_source else trust.current(now)
         passphrase = passphrase_from_env()
+        signer = Ed25519Signer(read_signing_key(cfg.signing_key, passphrase))
+        profiles = load_profiles()
+        store = CaseStore(node.engine, node.keyring)
+        custody = CaseCustody(
+            cases=store,
+            node_id=cfg.node_id,
+            engine=node.engine,
+            keyring=node.keyring,
+            signer=signer,
+            directory=lambda: directory,
+            profiles=profiles,
+            clock=_now,
+        )
         service = CaseService(
             node_id=cfg.node_id,
             division=cfg.division,
-            store=CaseStore(node.engine, node.keyring),
+            store=store,
             keyring=node.keyring,
             directory=directory,
             encryption_key=read_encryption_key(cfg.encryption_key, passphrase),
-            signer=Ed25519Signer(read_signing_key(cfg.signing_key, passphrase)),
-            profiles=load_profiles(),
+            signer=signer,
+            profiles=profiles,
+            custody=custody,
         )
         summary = service.sync(now)
         for code, n in sorted(summary.refused.items()):
             print(f"refused {n} case message(s): {code}")
+        custody.settle()  # custody owed on cases whose custody message came after their steps
         yield service
     finally:
         node.engine.dispose()
