@@ -93,6 +93,23 @@ CASES = [
     ("one_character_apart_and_a_year_off_goes_to_review", [P("a", "张晓明", D, M)],
      [P("x", "张晓红", D.replace(year=2016), M)], {("a", "x"): Band.REVIEW}),
     ("sibling_born_another_year_not_linked", [P("a", "张晓明", D, M)], [P("x", "张晓红", date(2012, 2, 20), M)], {}),
+    # A typo made one twin's record sound exactly like the co-twin (刘承凯 → 刘一凯 ~ 刘亦凯, 100k rows /
+    # 90 %): the co-twin scores far above the true partner, but the true partner — born the same
+    # day, a look-alike, with no partner of its own — may be the record's own child: review.
+    ("twin_typed_into_a_homophone_of_the_co_twin_goes_to_review",
+     [P("a", "刘亦凯", D, M), P("b", "刘承凯", D, M)], [P("y", "刘一凯", D, M)], {("a", "y"): Band.REVIEW}),
+    ("twin_typed_into_a_homophone_of_the_co_twin_goes_to_review_right_side",
+     [P("a", "刘一凯", D, M)], [P("x", "刘亦凯", D, M), P("y", "刘承凯", D, M)], {("a", "x"): Band.REVIEW}),
+    ("twin_look_alike_with_a_partner_of_its_own_does_not_block",
+     [P("a", "刘亦凯", D, M), P("b", "刘承凯", D, M)], [P("x", "刘亦凯", D, M), P("y", "刘承凯", D, M)],
+     {("a", "x"): Band.MATCHED, ("b", "y"): Band.MATCHED}),
+    # A competitor already linked automatically (to a candidate scoring at least as high) is
+    # explained by its own link and does not hold back the next one: a year typo among namesakes
+    # born on the same month and day in other years.
+    ("year_typo_among_namesakes_linked_once_the_namesake_is_explained",
+     [P("a", "张晓明", D, M), P("b", "张晓明", D.replace(year=2016), M)],
+     [P("x", "张晓明", D.replace(year=2016), M), P("y", "张晓明", D.replace(year=2014), M)],
+     {("b", "x"): Band.MATCHED, ("a", "y"): Band.MATCHED}),
     ("year_typo_still_linked", [P("a", "张晓明", D, M)], [P("x", "张晓明", D.replace(year=2016), M)],
      {("a", "x"): Band.MATCHED}),
 ]  # fmt: skip

@@ -31,9 +31,12 @@ Stages, in order:
    missing name counts ``NEUTRAL_NAME``, a missing birth date ``NEUTRAL_BIRTH``: a pair with a
    missing field can reach review but not ``auto`` with the default thresholds.
 3. **Assignment** — candidate pairs by descending (unclipped) score, ties by position, each entry
-   used once (greedy). A pair is ``matched`` when ``score ≥ auto``, it beats the next-best
-   candidate of *either* entry by at least ``margin``, **and the names sound the same** (identical
-   pinyin filters: the same name, a homophone, traditional characters, a name typed in pinyin);
+   used once (greedy). A pair is ``matched`` when ``score ≥ auto``, **the names sound the same**
+   (identical pinyin filters: the same name, a homophone, traditional characters, a name typed in
+   pinyin), it beats the next-best candidate of *either* entry by at least ``margin`` — leaving out
+   the candidates whose other entry is already linked automatically (to a candidate scoring at least
+   as high: it is explained by its own link, e.g. a namesake born on the same month–day in another
+   year, the competitor of a year typo) — **and no co-twin look-alike is left over** (below);
    otherwise ``review`` when ``score ≥ review``; else it is not linked. A candidate below ``auto``
    is never auto-linked.
 
@@ -45,6 +48,17 @@ only one of the two in the other ledger, so no margin can help. Hence the rule a
 whose names do not sound the same goes to **review**, whatever its score (also with a date one day
 off: twins are born either side of midnight). Different known sexes are never linked. Exact links
 (equal ID tokens) are untouched: two twins have two different valid IDs.
+
+The same typo can make a twin's record sound *exactly* like the co-twin (刘承凯 → 刘一凯 ~ 刘亦凯):
+the co-twin's entry then scores far above the true partner and no margin helps. So a link that
+sounds the same is still only ``review`` when another candidate of either entry is a **co-twin
+look-alike** of its partner: born the same day (the same birth filter), another name (another
+pinyin filter), looking like a mistyped form of the record (character Dice ≥ ``LOOK_ALIKE_CHARS``,
+as one character replaced in a three-character name gives), with that record as its best candidate
+and no sure partner of its own (a candidate that sounds the same and scores ≥ ``auto``) — it may be
+the record's own child. Twins both present and well spelled are each their own sure partner, so
+they stay ``matched``. Look-alikes are only recognised among the candidates (score ≥ the floor
+below) and between names written in characters on both sides.
 
 Speed. The candidates are every *allowed* pair with score ≥ ``min(review, auto − margin)``, found
 without scoring all pairs (:func:`_blocked`), as the union of three disjoint searches that cover
@@ -103,6 +117,7 @@ NEAR_FROM = 0.85
 W_MD = 0.15
 MD_FROM = 0.9
 BIRTH_DISAGREE = -0.1  # both dates known and unrelated (no same day, variant or month–day)
+LOOK_ALIKE_CHARS = 0.65  # character Dice of a look-alike (a co-twin the typo may come from)
 SAME_SOUND = 1.0  # pinyin Dice of names that sound the same (identical pinyin filters)
 W_SEX = 0.05
 SEX_PENALTY = 1.0
@@ -295,6 +310,13 @@ class _Parts:
         """Names that sound the same: identical pinyin filters (same name, homophone, traditional
         characters, typed in pinyin)."""
         out: npt.NDArray[np.bool_] = self.name_known & (self.pinyin >= SAME_SOUND)
+        return out
+
+    @cached_property
+    def look_alike(self) -> npt.NDArray[np.bool_]:
+        """Names in characters on both sides that look like one mistyped into the other (a
+        character replaced or dropped): character Dice ≥ ``LOOK_ALIKE_CHARS``."""
+        out: npt.NDArray[np.bool_] = self.both_chars & (self.chars >= LOOK_ALIKE_CHARS)
         return out
 
     @cached_property
@@ -716,24 +738,20 @@ def match(left: Sequence[Entry], right: Sequence[Entry], thresholds: Thresholds 
     rest_l = np.flatnonzero(~used_l)
     rest_r = np.flatnonzero(~used_r)
     floor = min(t.review, t.auto - t.margin)
-    ci, cj, score, parts = _candidates(L.subset(rest_l), R.subset(rest_r), floor)
+    Ls, Rs = L.subset(rest_l), R.subset(rest_r)
+    ci, cj, score, parts = _candidates(Ls, Rs, floor)
     if len(ci):
-        # The best and second-best candidate score of every entry, for the margin rule.
-        top_l = _top_two(ci, score, len(rest_l))
-        top_r = _top_two(cj, score, len(rest_r))
+        pool = _Pool(Ls, Rs, ci, cj, score, parts.same_sound & (score >= t.auto), parts.look_alike)
         order = np.lexsort((cj, ci, -score))
-        taken_l = np.zeros(len(rest_l), dtype=np.bool_)
-        taken_r = np.zeros(len(rest_r), dtype=np.bool_)
         for k in order:
             i, j, s = int(ci[k]), int(cj[k]), float(score[k])
             if s < t.review:
                 break
-            if taken_l[i] or taken_r[j]:
+            if pool.taken_l[i] or pool.taken_r[j]:
                 continue
-            competitor = max(_other(top_l, i, int(k)), _other(top_r, j, int(k)))
-            sure = bool(parts.same_sound[k])
-            band = Band.MATCHED if sure and s >= t.auto and s - competitor >= t.margin else Band.REVIEW
-            taken_l[i] = taken_r[j] = True
+            sure = bool(pool.sure[k]) and s - pool.competitor(i, j, int(k)) >= t.margin and not pool.twin(i, j, int(k))
+            band = Band.MATCHED if sure else Band.REVIEW
+            pool.take(i, j, settled=sure)
             li, rj = int(rest_l[i]), int(rest_r[j])
             shown = round(min(max(s, 0.0), 1.0), 6)
             links.append(Link(left[li].ref, right[rj].ref, band, shown, "fuzzy", _hints(parts, int(k))))
@@ -745,27 +763,87 @@ def match(left: Sequence[Entry], right: Sequence[Entry], thresholds: Thresholds 
     )
 
 
-@dataclass
-class _TopTwo:
-    best: npt.NDArray[np.float64]  # best score per entry (-inf: none)
-    best_k: npt.NDArray[np.intp]  # candidate index of the best
-    second: npt.NDArray[np.float64]
+class _Pool:
+    """The fuzzy candidates during assignment: each entry's candidates, what is taken, and the two
+    tests a candidate must pass besides its own score to be linked automatically (module docstring,
+    "Assignment"). Indices are into the rest of each side; ``k`` is a candidate's index."""
+
+    def __init__(
+        self,
+        L: _Side,
+        R: _Side,
+        ci: npt.NDArray[np.intp],
+        cj: npt.NDArray[np.intp],
+        score: npt.NDArray[np.float64],
+        sure: npt.NDArray[np.bool_],
+        look_alike: npt.NDArray[np.bool_],
+    ) -> None:
+        self.L, self.R, self.ci, self.cj, self.score, self.sure = L, R, ci, cj, score, sure
+        self.look_alike = look_alike
+        # Candidates are sorted by (left, right): left entry i's are start_l[i]:start_l[i + 1];
+        # right entry j's are by_r[start_r[j]:start_r[j + 1]].
+        self.start_l = np.searchsorted(ci, np.arange(len(L) + 1)).astype(np.intp)
+        self.by_r = np.argsort(cj, kind="stable").astype(np.intp)
+        self.start_r = np.searchsorted(cj[self.by_r], np.arange(len(R) + 1)).astype(np.intp)
+        self.taken_l = np.zeros(len(L), dtype=np.bool_)
+        self.taken_r = np.zeros(len(R), dtype=np.bool_)
+        self.settled_l = np.zeros(len(L), dtype=np.bool_)  # taken by an automatic link
+        self.settled_r = np.zeros(len(R), dtype=np.bool_)
+        # Entries with a sure partner: a candidate whose name sounds the same, scoring ≥ auto.
+        self.has_sure_l = np.bincount(ci[sure], minlength=len(L)) > 0
+        self.has_sure_r = np.bincount(cj[sure], minlength=len(R)) > 0
+        # Each entry's best candidate score.
+        self.best_l = np.full(len(L), -np.inf)
+        np.maximum.at(self.best_l, ci, score)
+        self.best_r = np.full(len(R), -np.inf)
+        np.maximum.at(self.best_r, cj, score)
+
+    def of_left(self, i: int) -> npt.NDArray[np.intp]:
+        return np.arange(self.start_l[i], self.start_l[i + 1], dtype=np.intp)
+
+    def of_right(self, j: int) -> npt.NDArray[np.intp]:
+        return self.by_r[self.start_r[j] : self.start_r[j + 1]]
+
+    def take(self, i: int, j: int, *, settled: bool) -> None:
+        self.taken_l[i] = self.taken_r[j] = True
+        if settled:
+            self.settled_l[i] = self.settled_r[j] = True
+
+    def competitor(self, i: int, j: int, k: int) -> float:
+        """The best score of ``i`` or ``j`` with anyone else (-inf when none), leaving out the
+        entries already linked automatically — to a candidate scoring at least as high, since the
+        candidates are taken by descending score: they are explained by their own link."""
+        ks, kr = self.of_left(i), self.of_right(j)
+        ks = ks[(ks != k) & ~self.settled_r[self.cj[ks]]]
+        kr = kr[(kr != k) & ~self.settled_l[self.ci[kr]]]
+        rival = np.concatenate([self.score[ks], self.score[kr]])
+        return float(rival.max()) if len(rival) else -np.inf
+
+    def twin(self, i: int, j: int, k: int) -> bool:
+        """Whether another candidate of ``j`` is a look-alike of ``i`` born the same day (same birth
+        filter, another name) with no sure partner of its own — or the same for ``i`` and ``j``:
+        then ``j`` may be that co-twin's record, its name mistyped into a homophone of ``i``'s."""
+        L, R = self.L, self.R
+        kr = self.of_right(j)
+        kr = kr[(kr != k) & self.look_alike[kr]]
+        others = self.ci[kr]
+        if len(others) and _look_alikes(
+            L, i, others, ~self.has_sure_l[others] & (self.score[kr] >= self.best_l[others])
+        ):
+            return True
+        kl = self.of_left(i)
+        kl = kl[(kl != k) & self.look_alike[kl]]
+        others = self.cj[kl]
+        return bool(len(others)) and _look_alikes(
+            R, j, others, ~self.has_sure_r[others] & (self.score[kl] >= self.best_r[others])
+        )
 
 
-def _top_two(owner: npt.NDArray[np.intp], score: npt.NDArray[np.float64], n: int) -> _TopTwo:
-    best = np.full(n, -np.inf)
-    best_k = np.full(n, -1, dtype=np.intp)
-    second = np.full(n, -np.inf)
-    order = np.lexsort((np.arange(len(score)), -score))  # by descending score, then candidate index
-    for k in order:
-        o = int(owner[k])
-        if best_k[o] < 0:
-            best[o], best_k[o] = score[k], k
-        elif second[o] == -np.inf:
-            second[o] = score[k]
-    return _TopTwo(best, best_k, second)
-
-
-def _other(top: _TopTwo, o: int, k: int) -> float:
-    """The best score of entry ``o`` with anyone but in candidate ``k`` (-inf when none)."""
-    return float(top.second[o]) if int(top.best_k[o]) == k else float(top.best[o])
+def _look_alikes(side: _Side, o: int, others: npt.NDArray[np.intp], alone: npt.NDArray[np.bool_]) -> bool:
+    """Whether one of ``others`` (where ``alone``) has the same known birth filter as ``o`` and
+    another pinyin filter."""
+    if not side.n_day[o]:
+        return False
+    same_day = np.all(side.day[others] == side.day[o], axis=1) & np.all(side.md[others] == side.md[o], axis=1)
+    other_name = np.any(side.pinyin[others] != side.pinyin[o], axis=1)
+    return bool(np.any(same_day & other_name & alone))
