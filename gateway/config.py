@@ -53,8 +53,16 @@ directory is published (a file path or an http(s) URL) and ``refresh_seconds`` h
 
 ``0 <= review <= auto <= 1`` and ``0 <= margin <= 1``, or the configuration is refused.
 
+``[cases] supervisors`` names, per division prefix, the node that supervises the cases of that
+province (督办, SPEC §6): a county sends each overdue step it answers for to the node of the
+longest prefix covering its division; with none, the alert stays local (optional)::
+
+    [cases.supervisors]
+    "50" = "cq-supervision"     # the Chongqing operator's supervising node
+
 A list from the environment is comma-separated (``TONGBAN_EXCHANGE_RELAYS=cq-hub,sc-hub``); a
-boolean is ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
+boolean is ``true``/``false`` (also ``1``/``0``, ``yes``/``no``); a table is ``KEY=VALUE`` pairs
+(``TONGBAN_CASES_SUPERVISORS=50=cq-supervision``).
 """
 
 from __future__ import annotations
@@ -99,6 +107,7 @@ _SCHEMA: dict[str, dict[str, type]] = {
         "case_sync_seconds": float,
     },
     "matching": {"auto": float, "review": float, "margin": float},
+    "cases": {"supervisors": dict},
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "node": {"endpoint": ""},
@@ -132,6 +141,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "case_sync_seconds": 5.0,
     },
     "matching": {"auto": Thresholds.auto, "review": Thresholds.review, "margin": Thresholds.margin},
+    "cases": {"supervisors": {}},
 }
 TRANSPORTS = ("direct", "relay")
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
@@ -172,6 +182,7 @@ class NodeConfig:
     retry_max_seconds: float = 1800.0
     case_sync_seconds: float = 5.0
     thresholds: Thresholds = field(default_factory=Thresholds)
+    case_supervisors: Mapping[str, str] = field(default_factory=dict)  # division prefix -> supervising node
 
     @property
     def enrolled(self) -> bool:
@@ -193,6 +204,11 @@ def _from_env(var: str, text: str, kind: type) -> Any:
     """An environment override as a value of ``kind`` (lists comma-separated, booleans by word)."""
     if kind is list:
         return [item.strip() for item in text.split(",") if item.strip()]
+    if kind is dict:  # "50=cq-supervision,51=sc-supervision"
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError(f"{var} must be KEY=VALUE pairs separated by commas")
+        return {k.strip(): v.strip() for k, v in pairs}
     if kind is bool:
         word = text.strip().lower()
         if word not in _TRUE | _FALSE:
@@ -248,6 +264,18 @@ def _matching(path: Path, m: dict[str, Any]) -> Thresholds:
         return Thresholds(auto=m["auto"], review=m["review"], margin=m["margin"])
     except ValueError:
         raise ConfigError(f"{path}: matching needs 0 <= review <= auto <= 1 and 0 <= margin <= 1") from None
+
+
+def _supervisors(path: Path, table: dict[str, Any]) -> dict[str, str]:
+    """Validate ``[cases] supervisors``: division prefixes (1-6 digits) to node ids (fail closed)."""
+    out: dict[str, str] = {}
+    for prefix, node in table.items():
+        if not (isinstance(prefix, str) and 1 <= len(prefix) <= 6 and prefix.isascii() and prefix.isdigit()):
+            raise ConfigError(f"{path}: cases.supervisors keys are division prefixes of 1-6 digits")
+        if not isinstance(node, str):
+            raise ConfigError(f"{path}: cases.supervisors.{prefix} must be a node id")
+        out[prefix] = validate_node_id(node)
+    return out
 
 
 def _resolve_sqlite(url: str, base: Path) -> str:
@@ -319,6 +347,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
         trust_state=base / trust["state"],
         last_good_directory=base / trust["last_good"],
         thresholds=_matching(path, merged["matching"]),
+        case_supervisors=_supervisors(path, merged["cases"]["supervisors"]),
         **_exchange(path, merged["exchange"]),
     )
 

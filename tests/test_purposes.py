@@ -105,6 +105,7 @@ EXPECTED = {
     "case_handoff": (Role.RESIDENCE, Role.REGISTRATION, "tongban.v1.SealedPayload", True, True),
     "case_decision": (Role.REGISTRATION, Role.RESIDENCE, "tongban.v1.SealedPayload", True, True),
     "custody_event": (Role.ANY_COUNTY, Role.ANY_COUNTY, "tongban.v1.CustodyChain", False, False),
+    "case_supervision": (Role.ANY_COUNTY, Role.ANY_COUNTY, "tongban.v1.CaseSupervisionAlert", False, False),
 }
 
 
@@ -115,6 +116,7 @@ VERSIONS = {
     "case_handoff": 1,
     "case_decision": 1,
     "custody_event": 2,
+    "case_supervision": 1,
 }
 
 

@@ -65,6 +65,7 @@ from gateway.custody.service import CustodyService, NotPermitted
 from gateway.errors import GatewayError, StorageError
 from gateway.exchange.purposes import Profiles
 from gateway.store.keyring import DataKeyring
+from gateway.trust.documents import NodeStatus
 from gateway.trust.signing import Signer
 from gateway.trust.verifier import Directory
 
@@ -135,6 +136,13 @@ def owed(node_id: str, case: lc.CaseState, custody: CustodyState | None) -> Owed
     if can_act(custody, node_id):
         return Owed(Duty.OFFER, who)
     return None
+
+
+def _active(directory: Directory, node_id: str) -> bool:
+    try:
+        return directory.entry(node_id).status is NodeStatus.ACTIVE
+    except GatewayError:
+        return False
 
 
 class CaseCustody(CustodyService):
@@ -212,12 +220,16 @@ class CaseCustody(CustodyService):
                     CASE_TYPES[case.case.programme], self.node_id, case.case.accepted_on, case.case.registration_node
                 )
             elif due.duty is Duty.OFFER:
+                if not _active(directory, str(due.to)):
+                    # Never hand a case to a suspended or revoked node: it stays here (or with the
+                    # operator's override) until the case moves on another way.
+                    log.warning("custody: case %s not offered to %s (not active)", case_id, due.to)
+                    break
                 action = Offer(str(due.to))
             elif due.duty is Duty.ACCEPT:
                 action = Accept()
             else:
                 action = Close()
-            head = custody.head if custody is not None else None
-            self._sign_and_send(conn, directory, case_id, head, action)
+            self.sign_within(conn, case_id, action)
             taken.append(due.duty)
         return taken

@@ -14,6 +14,10 @@ purpose            direction                     inner types
 ``case_decision``  registration → residence      ``CaseSteps``, ``CaseReport``
 =================  ============================  ==============================================
 
+One case message travels in clear: ``case_supervision`` (督办, county → its province's supervising
+node) carries a ``CaseSupervisionAlert`` with no personal data (:func:`seal_supervision`,
+:func:`supervision_alerts`).
+
 Attachments travel as ``CaseChunk`` messages of at most :data:`CHUNK_BYTES`, each in its own
 envelope, addressed by (case id, document id, index): a document of 50 MiB is 200 envelopes, each
 well under the envelope limit, delivered and receipted one by one by the outbox.
@@ -29,7 +33,7 @@ domain types; it holds no case rules.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import x25519
@@ -45,7 +49,7 @@ from gateway.cases.types import EvidenceDocument, EvidenceKind
 from gateway.errors import CaseMessageRefused, GatewayError, InvalidCase
 from gateway.exchange.e2e import open_sealed, seal_context, seal_to
 from gateway.exchange.envelope import Outgoing, from_ms, new_message_id, seal, to_ms
-from gateway.exchange.purposes import Profiles
+from gateway.exchange.purposes import Profiles, minimise
 from gateway.store.keyring import DataKeyring, Sealed
 from gateway.store.schema import inbox
 from gateway.trust.signing import PublicKey, Signer
@@ -348,3 +352,64 @@ def pending_rows(conn: Connection) -> list[Row[Any]]:
 
 def mark_processed(conn: Connection, message_id: str, now: datetime) -> None:
     conn.execute(update(inbox).where(inbox.c.message_id == message_id).values(processed_at=now))
+
+
+# --- 督办: supervision alerts (purpose case_supervision, in clear) ----------------------------------
+
+SUPERVISION = "case_supervision"
+
+
+@dataclass(frozen=True)
+class SupervisionAlert:
+    """One overdue step a county reports to its province's supervising node: no personal data."""
+
+    case_id: str
+    programme: str
+    step: str
+    due: date
+    responsible_node: str
+    division: str  # the responsible node's county
+    received_at: datetime | None = None  # at the supervising node
+
+
+def seal_supervision(sender: Sender, alert: SupervisionAlert, *, recipient: str, now: datetime) -> Outgoing:
+    """A ``case_supervision`` envelope (``CaseSupervisionAlert`` in clear, minimised to its profile)."""
+    profile = sender.profiles.get(SUPERVISION)
+    payload = cases_pb2.CaseSupervisionAlert(
+        case_id=alert.case_id,
+        programme=alert.programme,
+        step=alert.step,
+        due=alert.due.isoformat(),
+        responsible_node=alert.responsible_node,
+        responsible_division=alert.division,
+    )
+    return seal(
+        sender=sender.node_id,
+        recipient=recipient,
+        profile=profile,
+        payload=minimise(profile, payload).SerializeToString(),
+        signer=sender.signer,
+        now=now,
+        lifetime=LIFETIME,
+    )
+
+
+def supervision_alerts(conn: Connection, keyring: DataKeyring) -> list[SupervisionAlert]:
+    """Every ``case_supervision`` message in the inbox (verified by the receiver when stored)."""
+    c = inbox.c
+    query = select(c.message_id, c.key_id, c.envelope_sealed, c.received_at).where(c.purpose == SUPERVISION)
+    alerts = []
+    for row in conn.execute(query):
+        message_id = str(row.message_id)
+        data = keyring.open(Sealed(row.key_id, bytes(row.envelope_sealed)), context=_inbox_context(message_id))
+        m = cases_pb2.CaseSupervisionAlert.FromString(envelope_pb2.Envelope.FromString(data).payload)
+        try:
+            due = date.fromisoformat(m.due)
+        except ValueError:
+            raise CaseMessageRefused("a supervision alert's due day is not a date") from None
+        alerts.append(
+            SupervisionAlert(
+                m.case_id, m.programme, m.step, due, m.responsible_node, m.responsible_division, row.received_at
+            )
+        )
+    return alerts

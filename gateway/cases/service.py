@@ -34,8 +34,9 @@ histories and compute identical clocks (:func:`gateway.cases.clock.due_dates`).
   residence side; first review and decision to the registration side) is recorded once per due day
   in ``case_alerts``, with an audit entry (action ``case_overdue``, purpose ``case_supervision``,
   detail naming step, due day and the province) and a warning log line (case id, step, due day —
-  no personal data). Provincial operators have no node yet; when they do, this is where the alert
-  message to the province is queued.
+  no personal data); a new alert is also queued to the province's supervising node
+  (``[cases] supervisors``) as a ``case_supervision`` message, in the same transaction. At the
+  supervising node, :meth:`supervision` lists the alerts received, by county.
 
 **Custody seam.** ``custody`` (optional, :class:`CustodyHook`) is called inside the same
 transaction: :meth:`CustodyHook.check_may_act` before this node takes an action on a case (raise to
@@ -48,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -64,6 +66,7 @@ from gateway.cases import lifecycle as lc
 from gateway.cases.clock import Step as ClockStep
 from gateway.cases.clock import StepClock, WorkCalendar, due_dates
 from gateway.cases.codec import CaseFile, ChildIdentity
+from gateway.cases.handoff import SupervisionAlert
 from gateway.cases.store import CaseStore, DocumentState, Side, Step, StoredCase, steps_of
 from gateway.cases.types import (
     Application,
@@ -105,7 +108,9 @@ from gateway.trust.verifier import Directory
 
 log = logging.getLogger(__name__)
 
-SUPERVISION_PURPOSE = "case_supervision"
+SUPERVISION_PURPOSE = handoff.SUPERVISION
+TRANSFER_REASON = "registration_moved"
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,39}", re.ASCII)
 DUPLICATE = "duplicate_application"
 ATTACHMENT_REFUSED = "attachment_refused"
 _REGISTRATION_ROLES = frozenset({lc.Role.REGISTRATION_NODE})
@@ -221,6 +226,7 @@ class CaseService:
         calendar: WorkCalendar | None = None,
         custody: CustodyHook | None = None,
         wall_clock: Callable[[], datetime] = utc_now,
+        supervisors: Mapping[str, str] | None = None,
     ) -> None:
         self.node_id = node_id
         self.division = division
@@ -235,6 +241,7 @@ class CaseService:
         # Envelopes, outbox rows and directory lookups (is a node active, its keys) are about the
         # present, whatever time an action is dated (tests date actions on fixed days; nodes now).
         self._wall_clock = wall_clock
+        self.supervisors = dict(supervisors or {})
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -270,6 +277,28 @@ class CaseService:
         )
         outbox.enqueue(conn, out, self._keyring, now=wall)
 
+    def supervisor(self) -> str | None:
+        """The supervising node for this node's division: the ``[cases] supervisors`` entry with the
+        longest prefix covering it (``None``: none configured, or this node supervises itself)."""
+        covering = [p for p in self.supervisors if self.division.startswith(p)]
+        if not covering:
+            return None
+        node = self.supervisors[max(covering, key=len)]
+        return None if node == self.node_id else node
+
+    def supervision(self) -> list[SupervisionAlert]:
+        """At a supervising node: the overdue alerts received (``case_supervision``), by county,
+        due day and case; one line per case, step and due day. No personal data."""
+        try:
+            with self.store.engine.connect() as conn:
+                received = handoff.supervision_alerts(conn, self._keyring)
+        except SQLAlchemyError as exc:
+            raise StorageError(type(exc).__name__) from None
+        seen: dict[tuple[str, str, date], SupervisionAlert] = {}
+        for alert in received:
+            seen.setdefault((alert.case_id, alert.step, alert.due), alert)
+        return sorted(seen.values(), key=lambda a: (a.division, a.due, a.case_id, a.step))
+
     def _begin(self) -> Connection:
         return self.store.engine.connect()
 
@@ -282,8 +311,10 @@ class CaseService:
         *,
         documents: Sequence[tuple[EvidenceDocument, bytes]] = (),
         check: object = None,
+        after: Callable[[Connection, StoredCase, lc.CaseState], None] | None = None,
     ) -> lc.CaseState:
-        """Take this node's ``actions`` on a case of ``side``, append them and send them to the peer."""
+        """Take this node's ``actions`` on a case of ``side``, append them and send them to the peer
+        (then ``after``, in the same transaction, before custody is settled)."""
         now = _ms(now)
         try:
             with self.store.engine.begin() as conn:
@@ -310,6 +341,8 @@ class CaseService:
                 self._send(conn, purpose, message, peer, now)
                 for document, data in documents:
                     self._send_chunks(conn, case_id, document, data, peer, now)
+                if after is not None:
+                    after(conn, stored, state)
                 if self.custody is not None:
                     self.custody.after_steps(conn, case_id, steps, peer)
         except SQLAlchemyError as exc:
@@ -459,6 +492,73 @@ class CaseService:
     def return_case(self, case_id: str, reason_code: str, text: str, now: datetime) -> lc.CaseState:
         return self._act(case_id, Side.REGISTRATION, [(lc.Role.REGISTRATION_NODE, lc.Return(reason_code, text))], now)
 
+    def transfer(self, case_id: str, to_division: str, now: datetime, *, reason: str = TRANSFER_REASON) -> lc.CaseState:
+        """转办: the child's 户籍 moved to ``to_division``; the case follows the child.
+
+        Checked first, nothing changes on failure: ``reason`` is a code (``InvalidCase``);
+        ``to_division`` resolves to a current code
+        (:func:`~gateway.cases.lifecycle.route_registration`, following successor links:
+        ``InvalidDivisionCode``, ``SuccessorUnknown``, ``AmbiguousSuccessor``) that an active node
+        other than this one serves (``InvalidCase``); this node holds the case (custody) and the
+        lifecycle allows the transfer now (``IllegalTransition``); every document is complete here
+        (``AttachmentRefused``: a transfer hands over the whole case). Then, in one transaction:
+        the ``transfer`` step, sent to the residence node (``CaseSteps``); the whole case re-sealed
+        to the new node as a ``CaseApplication`` (its full history, the child's ID token under
+        this pair's key) with every document as ``CaseChunk`` messages; an audit entry
+        (``case_transfer``, the reason code and the nodes); and the custody offer onward (the
+        rule table of :mod:`gateway.cases.custody_hook`): the new node accepts once it has
+        received the case.
+        """
+        if not _CODE.fullmatch(reason):
+            raise InvalidCase("a transfer reason is a code of a-z, 0-9 and _")
+        now = _ms(now)
+        table = self._divisions or DivisionTable.load_default()
+        division = lc.route_registration(to_division, table)
+        new_node = self._node_for(division, now)
+        if new_node == self.node_id:
+            raise InvalidCase("the new registration division is served by this node: nothing to transfer")
+
+        def check(conn: Connection, stored: StoredCase) -> None:
+            if any(d.state is not DocumentState.COMPLETE for d in stored.documents):
+                raise AttachmentRefused("a document of the case is not complete here")
+
+        def handover(conn: Connection, stored: StoredCase, state: lc.CaseState) -> None:
+            file = stored.file
+            case = file.case
+            documents = tuple(d.document for d in stored.documents)
+            period = _quarter(case.accepted_on)
+            history = [*stored.steps, Step(lc.Role.REGISTRATION_NODE, action, now)]
+            message = handoff.ApplicationMessage(
+                case_id=case.case_id,
+                programme=case.programme.value,
+                accepting_node=case.accepting_node,
+                accepting_division=case.accepting_division,
+                registration_node=case.registration_node,
+                registration_division=case.registration_division,
+                child_ref=case.child_ref,
+                accepted_on=case.accepted_on.isoformat(),
+                application_json=codec.case_file_to_json(file),
+                id_token=self._token(new_node, file.child.id_number, period, now),
+                token_period=period,
+                documents=documents,
+                steps=tuple(history),
+            )
+            self._send(conn, handoff.HANDOFF, message, new_node, now)
+            for document in documents:
+                data = b"".join(self.store.read_chunks(conn, case_id, document.document_id))
+                self._send_chunks(conn, case_id, document, data, new_node, now)
+            audit.append(
+                conn, actor=self.node_id, action="case_transfer", purpose=handoff.HANDOFF, reference=case_id,
+                detail=f"reason={reason} to={new_node} division={division}", at=now,
+            )  # fmt: skip
+
+        action = lc.Transfer(new_node, division)
+        state = self._act(
+            case_id, Side.REGISTRATION, [(lc.Role.REGISTRATION_NODE, action)], now, check=check, after=handover
+        )
+        log.info("case %s transferred to %s (%s)", case_id, new_node, reason)
+        return state
+
     def _eligibility(self, conn: Connection | None, stored: StoredCase) -> Eligibility:
         complete = {d.document.document_id for d in stored.documents if d.state is DocumentState.COMPLETE}
         pending = [d for d in stored.documents if d.state is DocumentState.PENDING]
@@ -549,7 +649,12 @@ class CaseService:
         )  # fmt: skip
         if plain != sealed:
             raise CaseMessageRefused("the application's header disagrees with its content")
-        if case.accepting_node != sender or case.registration_node != self.node_id:
+        state, steps = steps_of(lc.new_state(case), [(s.role, s.action, s.at) for s in m.steps])
+        if state.status not in (lc.Status.PUSHED, lc.Status.TRANSFERRED):
+            raise CaseMessageRefused("an application arrives pushed or transferred")
+        # Pushed: from the accepting node, for the node the case names. Transferred (转办): from the
+        # registration node the case was transferred away from, to the node the transfer names.
+        if state.registration_node != self.node_id or handed_by(state) != sender:
             raise CaseMessageRefused("the application names other nodes than its sender and this node")
         if m.token_period != _quarter(case.accepted_on):
             raise CaseMessageRefused("the ID token is not of the acceptance quarter")
@@ -557,13 +662,14 @@ class CaseService:
         if not hmac.compare_digest(expected, m.id_token):
             raise CaseMessageRefused("the child's ID token does not match the ID number")
         documents = list(m.documents)
-        if [d.document_id for d in documents] != [d.document_id for d in case.application.evidence]:
-            raise CaseMessageRefused("the document list disagrees with the application's evidence")
+        ids = [d.document_id for d in documents]
+        if state.status is lc.Status.PUSHED:
+            if ids != [d.document_id for d in case.application.evidence]:
+                raise CaseMessageRefused("the document list disagrees with the application's evidence")
+        elif len(set(ids)) != len(ids) or not {d.document_id for d in case.application.evidence} <= set(ids):
+            raise CaseMessageRefused("a transferred case carries every document of its application, once")
         if self.store.exists(case.case_id):
             raise CaseMessageRefused("the case is already here")
-        state, steps = steps_of(lc.new_state(case), [(s.role, s.action, s.at) for s in m.steps])
-        if state.status is not lc.Status.PUSHED:
-            raise CaseMessageRefused("an application arrives pushed")
         self.store.create(conn, file, Side.REGISTRATION, now=now)
         self.store.append(conn, state, steps)
         for d in documents:
@@ -600,8 +706,11 @@ class CaseService:
             stored = self.store.load(m.case_id, conn)
         except CaseNotFound:
             raise _NotYet() from None
-        if stored.row.side is not Side.REGISTRATION or stored.file.case.accepting_node != sender:
-            raise CaseMessageRefused("a chunk for a case this sender did not push here")
+        if stored.row.side is not Side.REGISTRATION or sender not in (
+            stored.file.case.accepting_node,
+            handed_by(stored.state),
+        ):
+            raise CaseMessageRefused("a chunk for a case this sender did not push or transfer here")
         document = next((d for d in stored.documents if d.document.document_id == m.document_id), None)
         if document is None:
             raise _NotYet()  # its reference (a resubmission's steps) has not been applied yet
@@ -664,6 +773,10 @@ class CaseService:
         else:
             expected_sender, allowed_roles = stored.state.registration_node, _REGISTRATION_ROLES
         if sender != expected_sender:
+            if stored.row.side is Side.RESIDENCE and m.steps and m.steps[0].action.kind is lc.ActionKind.RECEIVE:
+                # A transferred case's new registration node announces its receipt; the old node's
+                # transfer step may not have been applied here yet.
+                raise _NotYet()
             raise CaseMessageRefused("steps from a node that is not the case's other side")
         steps = list(m.steps)
         if any(s.role not in allowed_roles for s in steps):
@@ -739,8 +852,14 @@ class CaseService:
         return sorted(items, key=lambda i: (i.due is None, i.due or date.max, i.case_id))
 
     def overdue(self, today: date, now: datetime) -> list[Alert]:
-        """督办: every overdue step this node answers for, recorded once (see the module docstring)."""
+        """督办: every overdue step this node answers for, recorded once (see the module docstring).
+
+        A new alert is also queued, in the transaction that records it, as a ``case_supervision``
+        message (:class:`CaseSupervisionAlert`, no personal data) to the supervising node of this
+        node's province (:meth:`supervisor`); with none configured it stays local.
+        """
         province = self.division[:2]
+        supervisor = self.supervisor()
         alerts = []
         for row in self.store.rows(open_only=True):
             stored = self.store.load(row.case_id)
@@ -755,6 +874,13 @@ class CaseService:
                             reference=row.case_id, detail=f"step={clock.step} due={clock.due} province={province}",
                             at=now,
                         )  # fmt: skip
+                        if supervisor is not None:
+                            alert = SupervisionAlert(
+                                row.case_id, row.programme, clock.step.value, clock.due, self.node_id, self.division
+                            )
+                            wall = self._wall_clock()
+                            out = handoff.seal_supervision(self._sender, alert, recipient=supervisor, now=wall)
+                            outbox.enqueue(conn, out, self._keyring, now=wall)
                 if new:
                     log.warning(
                         "督办: case %s step %s overdue since %s (province %s)",
@@ -765,6 +891,16 @@ class CaseService:
                     )
                 alerts.append(Alert(row.case_id, clock.step, clock.due, province, new))
         return alerts
+
+
+def handed_by(state: lc.CaseState) -> str:
+    """The node that handed a registration-side case to its current registration node: the node
+    that transferred it there (the registration node before the last transfer), else the accepting
+    node (the push)."""
+    for i in range(len(state.history) - 1, -1, -1):
+        if state.history[i].action is lc.ActionKind.TRANSFER:
+            return state.history[i - 1].registration_node if i > 0 else state.case.registration_node
+    return state.case.accepting_node
 
 
 def _check_bytes(document: EvidenceDocument, data: bytes) -> None:
@@ -782,5 +918,6 @@ __all__ = [
     "Draft",
     "GatewayError",
     "InboxItem",
+    "SupervisionAlert",
     "SyncSummary",
 ]

@@ -8,9 +8,13 @@ chain; whatever it sends is queued in the outbox and delivered by the running no
 
 Residence place (居住地): ``accept FILE`` (a JSON application: accepted and pushed), ``resubmit``,
 ``notify``, ``close``, ``withdraw``. Registration place (户籍地): ``inbox``, ``show``,
-``request-material``, ``first-review``, ``decide``, ``return``. Either: ``overdue`` (督办: records
-and lists overdue steps this node answers for). Output names case ids, codes, divisions and dates:
-the child's name appears only in ``show``, for the staff handling the case (an audited read).
+``request-material``, ``first-review``, ``decide``, ``return``, ``transfer --to-division CODE``
+(转办: the child's 户籍 moved; the case, re-sealed, goes to the node serving that division).
+Either: ``overdue`` (督办: records and lists overdue steps this node answers for; sends each new
+alert to the province's supervising node, ``[cases] supervisors``), ``supervision`` (at a
+supervising node: the overdue alerts received, by county). Output names case ids, codes, divisions
+and dates: the child's name appears only in ``show``, for the staff handling the case (an audited
+read).
 
 The application file (UTF-8 JSON)::
 
@@ -37,7 +41,7 @@ from gateway import config as config_mod
 from gateway.cases import codec
 from gateway.cases.custody_hook import CaseCustody
 from gateway.cases.lifecycle import CHINA
-from gateway.cases.service import CaseService, Draft
+from gateway.cases.service import TRANSFER_REASON, CaseService, Draft
 from gateway.cases.store import CaseStore
 from gateway.cases.types import EvidenceDocument, EvidenceKind
 from gateway.cli.node import add_config_argument, config_path
@@ -81,6 +85,7 @@ def open_service(args: argparse.Namespace) -> Iterator[CaseService]:
             signer=signer,
             profiles=profiles,
             custody=custody,
+            supervisors=cfg.case_supervisors,
         )
         summary = service.sync(now)
         for code, n in sorted(summary.refused.items()):
@@ -129,11 +134,21 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ret.add_argument("--text", default="退回")
     resubmit = command("resubmit", "send the requested material", _resubmit)
     resubmit.add_argument("--document", nargs="+", required=True, metavar="ID:KIND:FILE")
+    transfer = command("transfer", "转办: the child's 户籍 moved; hand the case to that registration node", _transfer)
+    transfer.add_argument(
+        "--to-division",
+        required=True,
+        metavar="CODE",
+        help="the child's new registration division",
+    )
+    transfer.add_argument("--reason", default=TRANSFER_REASON, metavar="CODE", help="default: %(default)s")
     command("notify", "the applicant has been told the result", _notify)
     command("close", "close (archive) a case", _close)
     command("withdraw", "withdraw at the applicant's request", _withdraw)
     overdue = command("overdue", "督办: record and list overdue steps this node answers for", _overdue, case=False)
     overdue.add_argument("--today", type=date.fromisoformat, metavar="YYYY-MM-DD", help="default: today (CST)")
+    help_supervision = "督办 at a supervising node: overdue alerts received, by county (no personal data)"
+    command("supervision", help_supervision, _supervision, case=False)
 
 
 def _now() -> datetime:
@@ -258,6 +273,13 @@ def _return(args: argparse.Namespace) -> int:
     return 0
 
 
+def _transfer(args: argparse.Namespace) -> int:
+    with open_service(args) as service:
+        state = service.transfer(args.case_id, args.to_division, _now(), reason=args.reason)
+    print(f"{args.case_id}: {state.status.value} to {state.registration_node} ({state.registration_division})")
+    return 0
+
+
 def _resubmit(args: argparse.Namespace) -> int:
     documents = []
     for spec in args.document:
@@ -304,4 +326,21 @@ def _overdue(args: argparse.Namespace) -> int:
     for a in alerts:
         state = "new alert" if a.new else "raised before"
         print(f"{a.case_id}  {a.step.value:<13} due {a.due}  province {a.province}  {state}")
+    supervisor = service.supervisor()
+    if any(a.new for a in alerts):
+        print(f"new alerts queued to supervising node {supervisor}" if supervisor else "no supervising node configured")
+    return 0
+
+
+def _supervision(args: argparse.Namespace) -> int:
+    with open_service(args) as service:
+        alerts = service.supervision()
+    if not alerts:
+        print("no overdue alerts received")
+    county = None
+    for a in alerts:
+        if a.division != county:
+            county = a.division
+            print(f"county {county}:")
+        print(f"  {a.case_id}  {a.programme:<22} {a.step:<13} due {a.due}  node {a.responsible_node}")
     return 0

@@ -40,7 +40,7 @@ from sqlalchemy import Connection, Engine
 
 from gateway import audit
 from gateway.custody import store
-from gateway.custody.chain import CustodyState, can_act, verify_event
+from gateway.custody.chain import CustodyState, can_act, step, verify_chain, verify_event
 from gateway.custody.events import (
     Accept,
     Action,
@@ -57,11 +57,13 @@ from gateway.custody.events import (
     SignedEvent,
     check_case_id,
     operator_prefix,
+    operator_signer,
     sign_event,
 )
 from gateway.errors import (
     CustodyError,
     CustodyIllegalTransition,
+    CustodySignerNotActive,
     GatewayError,
     InputError,
     StorageError,
@@ -71,6 +73,7 @@ from gateway.exchange import outbox
 from gateway.exchange.envelope import seal
 from gateway.exchange.purposes import Profiles, minimise
 from gateway.store.keyring import DataKeyring
+from gateway.trust.documents import NodeStatus
 from gateway.trust.signing import Signer
 from gateway.trust.verifier import Directory
 from gateway.wire import custody_chain_to_wire
@@ -101,6 +104,14 @@ class NotPermitted(CustodyIllegalTransition):
 
     code = "custody_not_permitted"
     public_message = "this node may not take that custody action on the case now"
+
+
+class OverrideRefused(CustodyIllegalTransition):
+    """An operator override that the custody rules would refuse: the lost node is not revoked in
+    the directory, is outside the operator's province, the key is no operator key, …"""
+
+    code = "custody_override_refused"
+    public_message = "the custody override is refused (see the reason)"
 
 
 def custody_status_for(error: GatewayError) -> grpc.StatusCode:
@@ -253,6 +264,81 @@ class CustodyService:
         with self._engine.begin() as conn:
             return self._grant(conn, self._directory(), case_id, request)
 
+    def sign_within(self, conn: Connection, case_id: str, action: Action) -> CustodyState:
+        """Sign ``action`` on the case's head **inside the caller's transaction** and queue the chain.
+
+        For a service whose own change makes the custody action due (the case workflow signs the
+        custody its steps imply in the step's transaction, :mod:`gateway.cases.custody_hook`). In
+        order: the case is locked (``FOR UPDATE`` on PostgreSQL) until the caller commits; a genesis
+        needs no chain here yet (``NotPermitted`` if there is one), any other action needs one
+        (``UnknownCase``); the event is signed on the head and appended through the store, which
+        applies the custody rules to it like to anyone's (``CustodyError``: nothing is kept); the
+        chain is queued in the outbox to every other node it names. The caller's rollback undoes
+        all of it: an event is durable (and sent) only with the change that made it due.
+        """
+        check_case_id(case_id)
+        directory = self._directory()
+        state = store.locked_state(conn, case_id, directory)
+        if isinstance(action, Genesis):
+            if state is not None:
+                raise NotPermitted(f"case {case_id} is already open here")
+            return self._sign_and_send(conn, directory, case_id, None, action)
+        if state is None:
+            raise UnknownCase(f"case {case_id}")
+        return self._sign_and_send(conn, directory, case_id, state.head, action)
+
+    def import_override(self, case_id: str, events: Sequence[SignedEvent]) -> CustodyState:
+        """Take over a lost node's case from an operator's override file (``tongban custody import``).
+
+        In order: the whole file verifies as the case's chain against this node's directory
+        (:func:`~gateway.custody.chain.verify_chain`: signatures, keys, links, rules — an override
+        only while its lost node is revoked here, and only by the operator of its province); its
+        last event is an override (``OverrideRefused``). Then, in one transaction: each event this
+        node does not hold yet is appended through the store (duplicates are no-ops; an event the
+        lost node signed that this node never received cannot be appended as new —
+        ``OverrideRefused``, import at a node that holds the chain up to the override); the chain
+        is queued to every other node it names (so they learn the override), and an audit entry
+        ``custody_override`` is written. Returns the state: the override's target holds the case.
+        """
+        check_case_id(case_id)
+        directory = self._directory()
+        now = self._clock()
+        state = verify_chain(events, directory, now)
+        if state.case_id != case_id:
+            raise OverrideRefused(f"the file is the chain of case {state.case_id}, not {case_id}")
+        last = state.chain[-1]
+        if not isinstance(last.action, Override):
+            raise OverrideRefused(f"case {case_id}: the chain does not end with an override")
+        with self._engine.begin() as conn:
+            for signed in events:
+                try:
+                    store.append(conn, signed, directory, now)
+                except CustodySignerNotActive:
+                    raise OverrideRefused(
+                        f"case {case_id}: this node lacks events {signed.signer} signed before it was revoked"
+                    ) from None
+            mine = self._locked(conn, case_id, directory)
+            if mine.head != state.head:
+                raise OverrideRefused(f"case {case_id}: this node's chain does not end with the override")
+            self._queue(conn, directory, mine, sorted(involved(mine) - {self.node_id}))
+            audit.append(
+                conn,
+                actor=last.signer,
+                action="custody_override",
+                purpose=PURPOSE,
+                reference=case_id,
+                detail=f"lost={last.action.lost_node} to={last.action.to_node}",
+                at=now,
+            )
+        log.warning(
+            "custody: override on case %s by %s: %s -> %s",
+            case_id,
+            last.signer,
+            last.action.lost_node,
+            last.action.to_node,
+        )
+        return mine
+
     # --- applying what peers send ----------------------------------------------------------------------
 
     def apply(self, conn: Connection, sender: str, case_id: str, events: Sequence[SignedEvent]) -> Applied:
@@ -389,6 +475,56 @@ class CustodyService:
             outbox.enqueue(conn, outgoing, self._keyring, now=now)
             queued.append(peer)
         return queued
+
+
+def sign_override(
+    events: Sequence[SignedEvent],
+    *,
+    lost_node: str,
+    to_node: str,
+    signer: Signer,
+    directory: Directory,
+    now: datetime,
+) -> tuple[SignedEvent, CustodyState]:
+    """A provincial operator's override of a lost node's case, signed offline (``tongban custody
+    override``): returns the signed event and the state it leaves the chain in.
+
+    Checked, in order, before anything is signed: ``events`` verify as the case's chain against
+    ``directory`` (:func:`~gateway.custody.chain.verify_chain`); ``signer``'s key is the operator
+    key of a province of the root — that province is the signer, ``operator:<prefix>``
+    (``OverrideRefused``); ``lost_node`` is in the directory, inside that prefix and **revoked**
+    (``OverrideRefused``: revoke it, publish and rebuild the directory first, so the lost node can
+    never act again); ``to_node`` is a node other than the lost one, active in the directory
+    (``OverrideRefused``). Then the override is signed on the chain's head and run through the
+    custody rules (:func:`~gateway.custody.chain.step`: the lost node must hold the case or be the
+    target of its pending offer).
+    """
+    state = verify_chain(events, directory, now)
+    key_id = signer.public_key.key_id
+    prefixes = sorted(p for p, op in directory.root.provinces.items() if key_id in op.keys)
+    if not prefixes:
+        raise OverrideRefused(f"key {key_id} is not a provincial operator key of the root")
+    prefix = prefixes[0]
+    try:
+        lost = directory.entry(lost_node)
+        target = directory.entry(to_node)
+    except GatewayError:
+        raise OverrideRefused("the lost node or the new holder is not in the directory") from None
+    if not lost.division.startswith(prefix):
+        raise OverrideRefused(f"node {lost_node} ({lost.division}) is not in province {prefix}")
+    if lost.status is not NodeStatus.REVOKED:
+        raise OverrideRefused(f"node {lost_node} is {lost.status.value}, not revoked in directory v{directory.version}")
+    if to_node == lost_node or target.status is not NodeStatus.ACTIVE:
+        raise OverrideRefused(f"node {to_node} cannot take the case over (the lost node, or not active)")
+    event = sign_event(
+        signer,
+        signer_id=operator_signer(prefix),
+        case_id=state.case_id,
+        predecessor=state.head,
+        created=now,
+        action=Override(lost_node, to_node),
+    )
+    return event.signed, step(state, event, directory)
 
 
 def _kind(signed: SignedEvent) -> Kind | None:

@@ -44,7 +44,7 @@ from typing import Any, TypeVar, cast
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
-from tongban.v1 import custody_pb2, exchange_pb2
+from tongban.v1 import cases_pb2, custody_pb2, exchange_pb2
 
 from gateway.errors import ConfigError, ForbiddenField, PayloadInvalid, PurposeNotAllowed
 
@@ -63,6 +63,7 @@ _PAYLOAD_CLASSES: dict[str, type[Message]] = {
         exchange_pb2.MatchResultBatch,
         exchange_pb2.SealedPayload,
         custody_pb2.CustodyChain,
+        cases_pb2.CaseSupervisionAlert,
     )
 }
 

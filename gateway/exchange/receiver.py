@@ -77,7 +77,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from tongban.v1 import custody_pb2, envelope_pb2, exchange_pb2
+from tongban.v1 import cases_pb2, custody_pb2, envelope_pb2, exchange_pb2
 
 from gateway.errors import (
     EnvelopeMalformed,
@@ -151,6 +151,17 @@ def _custody_chain(sender: NodeEntry, recipient: NodeEntry, payload: Message) ->
         raise PurposeNotAllowed("a custody message must carry events of its one case")
 
 
+def _supervision(sender: NodeEntry, recipient: NodeEntry, payload: Message) -> None:
+    """督办 goes from a county to a supervising node of its own province, about a step the sender
+    itself answers for: the alert names the sender as the responsible node, with its division."""
+    if not isinstance(payload, cases_pb2.CaseSupervisionAlert):
+        raise PurposeNotAllowed("a case supervision alert was expected")
+    if payload.responsible_node != sender.node_id or payload.responsible_division != sender.division:
+        raise PurposeNotAllowed("a supervision alert names the sender as the responsible node and county")
+    if recipient.division[:2] != sender.division[:2]:
+        raise PurposeNotAllowed("a supervision alert goes to a node of the sender's province")
+
+
 PAIR_RULES: Mapping[str, PairRule] = {
     "migrant_notice": _notices_between,
     "match_result": _no_content_rule,  # answers notices this pair already exchanged
@@ -158,6 +169,7 @@ PAIR_RULES: Mapping[str, PairRule] = {
     "case_handoff": _no_content_rule,  # the content is end-to-end encrypted to the recipient
     "case_decision": _no_content_rule,  # likewise; gateway.cases.handoff checks the case's nodes after opening
     "custody_event": _custody_chain,  # any county to any county: the events name who is involved
+    "case_supervision": _supervision,  # county -> a supervising node of its province
 }
 """What each purpose's *content* must say about its sender and recipient. A purpose missing here is
 refused (fail closed): whoever adds a purpose to ``purposes.toml`` must state its rule here."""

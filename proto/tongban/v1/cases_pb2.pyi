@@ -9,6 +9,8 @@ the recipient node, gateway/exchange/e2e.py), named by SealedPayload.inner_type:
   purpose case_handoff  (residence → registration): CaseApplication, CaseChunk, CaseSteps
   purpose case_decision (registration → residence): CaseSteps, CaseReport
 
+except CaseSupervisionAlert, the payload (in clear) of purpose case_supervision.
+
 gateway/cases/handoff.py holds that table and refuses any other inner type (fail closed).
 """
 
@@ -260,3 +262,47 @@ class CaseReport(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CaseReport: _TypeAlias = CaseReport  # noqa: Y015
+
+@_typing.final
+class CaseSupervisionAlert(_message.Message):
+    """督办 (purpose case_supervision, county → its province's supervising node): a step of a case is
+    past its statutory due date. Sent in clear (no personal data: the case id is a UUID, the rest
+    codes, a date and the responsible node), once per case, step and due day.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    PROGRAMME_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    DUE_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_NODE_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_DIVISION_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    programme: _builtins.str
+    """gateway.cases.types.Programme value"""
+    step: _builtins.str
+    """gateway.cases.clock.Step value: push | first_review | decision | notify"""
+    due: _builtins.str
+    """the due day, "2026-10-09" (China Standard Time)"""
+    responsible_node: _builtins.str
+    """the node that answers for the step (the sender)"""
+    responsible_division: _builtins.str
+    """that node's county division code"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        programme: _builtins.str = ...,
+        step: _builtins.str = ...,
+        due: _builtins.str = ...,
+        responsible_node: _builtins.str = ...,
+        responsible_division: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "due", b"due", "programme", b"programme", "responsible_division", b"responsible_division", "responsible_node", b"responsible_node", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseSupervisionAlert: _TypeAlias = CaseSupervisionAlert  # noqa: Y015

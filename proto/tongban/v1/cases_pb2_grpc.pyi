@@ -9,6 +9,8 @@ the recipient node, gateway/exchange/e2e.py), named by SealedPayload.inner_type:
   purpose case_handoff  (residence → registration): CaseApplication, CaseChunk, CaseSteps
   purpose case_decision (registration → residence): CaseSteps, CaseReport
 
+except CaseSupervisionAlert, the payload (in clear) of purpose case_supervision.
+
 gateway/cases/handoff.py holds that table and refuses any other inner type (fail closed).
 """
 
