@@ -53,6 +53,7 @@ from tongban.v1 import common_pb2, county_pb2_grpc, custody_pb2, envelope_pb2, n
 
 from gateway import audit
 from gateway.cases.custody_hook import CaseCustody
+from gateway.cases.lifecycle import china_date
 from gateway.cases.service import CaseService
 from gateway.cases.store import CaseStore
 from gateway.config import NodeConfig
@@ -201,9 +202,10 @@ def audit_receipts(node_id: str) -> OnAccept:
 
 class CaseSync:
     """The running node's case loop: every ``interval`` seconds, apply the case messages received
-    (:meth:`CaseService.sync`) and take the custody actions they make due
-    (:meth:`CaseCustody.settle`), so cases move without anyone running a command. A failed round is
-    logged by error code only (never a message text, which could quote a value) and the loop goes on."""
+    (:meth:`CaseService.sync`), take the custody actions they make due (:meth:`CaseCustody.settle`)
+    and record overdue steps (:meth:`CaseService.overdue`, 督办), so cases move without anyone running
+    a command. A failed round is logged by error code only (never a message text, which could quote
+    a value) and the loop goes on."""
 
     def __init__(
         self,
@@ -223,10 +225,15 @@ class CaseSync:
 
     def run_once(self) -> None:
         try:
-            summary = self._build().sync(self._clock())
+            now = self._clock()
+            service = self._build()
+            summary = service.sync(now)
             settled = self._custody.settle()
             if summary.applied or settled:
                 log.info("case sync: %d message(s) applied, custody %s", summary.applied, settled or "unchanged")
+            # 督办: overdue steps are recorded once per step and due day, and sent to the province's
+            # supervising node when one is configured ([cases.supervisors]); repeating is harmless.
+            service.overdue(china_date(now), now)  # logs each new alert itself
         except GatewayError as exc:
             log.warning("case sync round failed (%s)", exc.code)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one round; logged by type only
@@ -333,6 +340,7 @@ class NodeServer:
                     directory=lambda: store.current(),
                     profiles=profiles,
                     clock=store.clock,
+                    supervisors=cfg.case_supervisors,
                 )
                 self.receiver = Receiver(
                     node_id=cfg.node_id,
@@ -442,6 +450,7 @@ class NodeServer:
                 profiles=profiles,
                 custody=custody,
                 wall_clock=store.clock,
+                supervisors=cfg.case_supervisors,
             )
 
         return CaseSync(build, custody, clock=store.clock, interval=cfg.case_sync_seconds)

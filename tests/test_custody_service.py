@@ -177,3 +177,16 @@ def test_who_holds_only_for_involved_nodes_and_audited(net: Net) -> None:
     with net.nodes[A]._engine.connect() as conn:
         actions = [r.action for r in conn.execute(select(audit.audit_log.c.action).order_by(audit.audit_log.c.seq))]
     assert actions == ["custody_query", "custody_query_denied", "custody_query_denied"]
+
+
+def test_who_holds_for_the_supervising_node_of_an_involved_province(net: Net) -> None:
+    """The provincial operator's supervising node ([cases.supervisors]) may ask; a supervisor
+    configured for a province no involved node is in may not."""
+    case_id = _open(net)
+    a_division = DIRECTORY.entry(A).division
+    other_prefix = next(p for p in ("11", "12", "13", "44") if not a_division.startswith(p))
+    net.nodes[A]._supervisors = {other_prefix: C}
+    with pytest.raises(NotInvolved):
+        net.nodes[A].who_holds(case_id, C)
+    net.nodes[A]._supervisors = {a_division[:2]: C}
+    assert net.nodes[A].who_holds(case_id, C) == net.nodes[A].chain(case_id)

@@ -47,7 +47,7 @@ signed is not owed any more.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -160,6 +160,7 @@ class CaseCustody(CustodyService):
         directory: Callable[[], Directory],
         profiles: Profiles,
         clock: Callable[[], datetime],
+        supervisors: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
             node_id=node_id,
@@ -169,6 +170,7 @@ class CaseCustody(CustodyService):
             directory=directory,
             profiles=profiles,
             clock=clock,
+            supervisors=supervisors,
         )
         self._cases = cases
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -166,8 +166,10 @@ class CustodyService:
         directory: Callable[[], Directory],
         profiles: Profiles,
         clock: Callable[[], datetime],
+        supervisors: Mapping[str, str] | None = None,
     ) -> None:
         self.node_id = node_id
+        self._supervisors = dict(supervisors or {})  # [cases.supervisors]: division prefix -> node
         self._engine = engine
         self._keyring = keyring
         self._signer = signer
@@ -195,12 +197,18 @@ class CustodyService:
             return store.chain(conn, check_case_id(case_id))
 
     def who_holds(self, case_id: str, asker: str) -> tuple[SignedEvent, ...]:
-        """The chain, for a node the chain names; :class:`NotInvolved` for anyone else (also for a
-        case this node does not hold: the answer does not reveal which). Audited either way."""
+        """The chain, for a node the chain names or for the supervising node of an involved node's
+        province (this node's ``[cases.supervisors]``: the provincial operator's node, SPEC §6);
+        :class:`NotInvolved` for anyone else (also for a case this node does not hold: the answer
+        does not reveal which). Audited either way."""
         check_case_id(case_id)
         with self._engine.begin() as conn:
             events = store.chain(conn, case_id)
-            allowed = bool(events) and asker in involved(store.replay(events, self._directory()))
+            allowed = False
+            if events:
+                directory = self._directory()
+                nodes = involved(store.replay(events, directory))
+                allowed = asker in nodes or asker in self._supervisors_of(nodes, directory)
             audit.append(
                 conn,
                 actor=asker,
@@ -213,6 +221,19 @@ class CustodyService:
             log.info("custody: refused who-holds for case %s to %s", case_id, asker)
             raise NotInvolved(f"{asker} is not named in the chain of case {case_id} held here")
         return events
+
+    def _supervisors_of(self, nodes: Iterable[str], directory: Directory) -> set[str]:
+        """The configured supervising node (longest prefix) of each node's division."""
+        found: set[str] = set()
+        for node in nodes:
+            try:
+                division = directory.entry(node).division
+            except GatewayError:
+                continue
+            covering = [p for p in self._supervisors if division.startswith(p)]
+            if covering:
+                found.add(self._supervisors[max(covering, key=len)])
+        return found
 
     # --- acting --------------------------------------------------------------------------------------------
 
