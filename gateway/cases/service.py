@@ -277,6 +277,34 @@ class CaseService:
         )
         outbox.enqueue(conn, out, self._keyring, now=wall)
 
+    def _application_message(
+        self,
+        file: codec.CaseFile,
+        peer: str,
+        documents: Sequence[EvidenceDocument],
+        steps: Sequence[Step],
+        now: datetime,
+    ) -> handoff.ApplicationMessage:
+        """The case as handed to ``peer`` (push or transfer): the application sealed for it, the
+        child's pairwise ID token under the pair key with ``peer``, the documents and the history."""
+        case = file.case
+        period = _quarter(case.accepted_on)
+        return handoff.ApplicationMessage(
+            case_id=case.case_id,
+            programme=case.programme.value,
+            accepting_node=case.accepting_node,
+            accepting_division=case.accepting_division,
+            registration_node=case.registration_node,
+            registration_division=case.registration_division,
+            child_ref=case.child_ref,
+            accepted_on=case.accepted_on.isoformat(),
+            application_json=codec.case_file_to_json(file),
+            id_token=self._token(peer, file.child.id_number, period, now),
+            token_period=period,
+            documents=tuple(documents),
+            steps=tuple(steps),
+        )
+
     def supervisor(self) -> str | None:
         """The supervising node for this node's division: the ``[cases] supervisors`` entry with the
         longest prefix covering it (``None``: none configured, or this node supervises itself)."""
@@ -403,22 +431,7 @@ class CaseService:
             lc.new_state(case),
             [(lc.Role.RESIDENCE_STAFF, lc.Accept(), now), (lc.Role.RESIDENCE_NODE, lc.Push(), now)],
         )
-        period = _quarter(case.accepted_on)
-        message = handoff.ApplicationMessage(
-            case_id=case.case_id,
-            programme=case.programme.value,
-            accepting_node=case.accepting_node,
-            accepting_division=case.accepting_division,
-            registration_node=case.registration_node,
-            registration_division=case.registration_division,
-            child_ref=case.child_ref,
-            accepted_on=case.accepted_on.isoformat(),
-            application_json=codec.case_file_to_json(file),
-            id_token=self._token(peer, draft.child.id_number, period, now),
-            token_period=period,
-            documents=evidence,
-            steps=tuple(steps),
-        )
+        message = self._application_message(file, peer, evidence, steps, now)
         try:
             with self.store.engine.begin() as conn:
                 self.store.create(conn, file, Side.RESIDENCE, now=now)
@@ -524,25 +537,9 @@ class CaseService:
 
         def handover(conn: Connection, stored: StoredCase, state: lc.CaseState) -> None:
             file = stored.file
-            case = file.case
             documents = tuple(d.document for d in stored.documents)
-            period = _quarter(case.accepted_on)
             history = [*stored.steps, Step(lc.Role.REGISTRATION_NODE, action, now)]
-            message = handoff.ApplicationMessage(
-                case_id=case.case_id,
-                programme=case.programme.value,
-                accepting_node=case.accepting_node,
-                accepting_division=case.accepting_division,
-                registration_node=case.registration_node,
-                registration_division=case.registration_division,
-                child_ref=case.child_ref,
-                accepted_on=case.accepted_on.isoformat(),
-                application_json=codec.case_file_to_json(file),
-                id_token=self._token(new_node, file.child.id_number, period, now),
-                token_period=period,
-                documents=documents,
-                steps=tuple(history),
-            )
+            message = self._application_message(file, new_node, documents, history, now)
             self._send(conn, handoff.HANDOFF, message, new_node, now)
             for document in documents:
                 data = b"".join(self.store.read_chunks(conn, case_id, document.document_id))
