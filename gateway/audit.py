@@ -60,6 +60,9 @@ class Action(StrEnum):
     SEND_FAILED = "send_failed"  # a message with personal data became a dead letter (it did not leave)
     RECEIVE = "receive"  # a message with personal data was accepted from a peer
     READ = "read"  # personal data was read by a county system or an operator
+    COUNTY_TOKEN_CREATED = "county_token_created"  # noqa: S105 - an action name: a token was created
+    COUNTY_TOKEN_REVOKED = "county_token_revoked"  # noqa: S105 - an action name: a token was revoked
+    COUNTY_DENIED = "county_denied"  # a county API call refused by the permission table (actor: token id)
 
 
 @dataclass(frozen=True)

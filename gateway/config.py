@@ -60,6 +60,15 @@ longest prefix covering its division; with none, the alert stays local (optional
     [cases.supervisors]
     "50" = "cq-supervision"     # the Chongqing operator's supervising node
 
+``[county] listen`` is where the county API (``tongban.v1.County``: county systems, staff and operators
+calling their own node with an API token, see :mod:`gateway.county`) listens. It is a listener of its
+own because the node-to-node port admits only directory nodes over mutual TLS; it is plaintext and
+therefore loopback only (the node refuses to start otherwise). The default ``127.0.0.1:0`` takes any
+free port, printed in the node's ready line; set a fixed one for county systems to dial::
+
+    [county]
+    listen = "127.0.0.1:7302"
+
 A list from the environment is comma-separated (``TONGBAN_EXCHANGE_RELAYS=cq-hub,sc-hub``); a
 boolean is ``true``/``false`` (also ``1``/``0``, ``yes``/``no``); a table is ``KEY=VALUE`` pairs
 (``TONGBAN_CASES_SUPERVISORS=50=cq-supervision``).
@@ -108,6 +117,7 @@ _SCHEMA: dict[str, dict[str, type]] = {
     },
     "matching": {"auto": float, "review": float, "margin": float},
     "cases": {"supervisors": dict},
+    "county": {"listen": str},
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "node": {"endpoint": ""},
@@ -142,6 +152,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "matching": {"auto": Thresholds.auto, "review": Thresholds.review, "margin": Thresholds.margin},
     "cases": {"supervisors": {}},
+    "county": {"listen": "127.0.0.1:0"},
 }
 TRANSPORTS = ("direct", "relay")
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
@@ -183,6 +194,7 @@ class NodeConfig:
     case_sync_seconds: float = 5.0
     thresholds: Thresholds = field(default_factory=Thresholds)
     case_supervisors: Mapping[str, str] = field(default_factory=dict)  # division prefix -> supervising node
+    county_listen: str = "127.0.0.1:0"  # the county API's own address (loopback; port 0: any free port)
 
     @property
     def enrolled(self) -> bool:
@@ -348,6 +360,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
         last_good_directory=base / trust["last_good"],
         thresholds=_matching(path, merged["matching"]),
         case_supervisors=_supervisors(path, merged["cases"]["supervisors"]),
+        county_listen=merged["county"]["listen"],
         **_exchange(path, merged["exchange"]),
     )
 

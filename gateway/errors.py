@@ -656,3 +656,39 @@ class CaseMessageRefused(CaseError):
 
     code = "case_message_refused"
     public_message = "a case message from a peer was refused"
+
+
+# --- County API: callers of a node's county-facing service (SPEC §7) ----------------------------
+
+
+class CountyAuthError(GatewayError):
+    """A county API caller was refused. The message never echoes a token (or any part of one)."""
+
+    code = "county_auth_error"
+    public_message = "the county API refused the caller"
+    exit_code = 77
+
+
+class TokenMissing(CountyAuthError):
+    code = "token_missing"
+    public_message = "the call carries no API token (authorization: Bearer <token>)"
+
+
+class TokenInvalid(CountyAuthError):
+    """Malformed, unknown or revoked: one code for all three, so a caller learns nothing about which."""
+
+    code = "token_invalid"
+    public_message = "the API token is not valid on this node"
+
+
+class CallDenied(CountyAuthError):
+    code = "call_denied"
+    public_message = "the caller's role may not make this call"
+
+
+class PermissionTableInvalid(ConfigError):
+    """The county permission table (``gateway/data/county_permissions.toml``) is incomplete or names
+    an unknown call or role: the table fails closed, it never falls back to a default."""
+
+    code = "permission_table_invalid"
+    public_message = "the county permission table is not valid"

@@ -25,6 +25,12 @@ Two modes, chosen by :attr:`NodeConfig.enrolled` (a TLS certificate and a pinned
 * **not enrolled** — plaintext, and then only on a loopback address: an unauthenticated port
   never faces a network.
 
+The county API (``tongban.v1.County``, :mod:`gateway.county`) is served on a listener of its own,
+``[county] listen`` (loopback only, plaintext): county systems and staff authenticate with API tokens
+and every call is checked against the permission table by
+:class:`~gateway.county.servicer.CountyAuthInterceptor`. The node-to-node port does not serve it: a
+directory node's certificate is no county credential, and a token is never sent to a peer port.
+
 Relay mode (``[exchange]``, see :mod:`gateway.exchange.relay`), enrolled nodes only:
 ``transport = "relay"`` delivers the outbox through the relay node ``relay`` instead of directly;
 ``relays = [...]`` runs one :class:`~gateway.exchange.relay.RelayPuller` per relay and lets the
@@ -57,6 +63,8 @@ from gateway.cases.lifecycle import china_date
 from gateway.cases.service import CaseService
 from gateway.cases.store import CaseStore
 from gateway.config import NodeConfig
+from gateway.county.permissions import load_permissions
+from gateway.county.servicer import CountyAuthInterceptor, CountyServicer
 from gateway.custody.service import PURPOSE as CUSTODY_PURPOSE
 from gateway.custody.service import CustodyService, custody_status_for
 from gateway.errors import ConfigError, ExchangeError, GatewayError, InputError
@@ -77,7 +85,8 @@ from gateway.wire import custody_chain_from_wire, custody_chain_to_wire, node_in
 
 log = logging.getLogger("tongban.server")
 
-SERVICE_NAMES = ("tongban.v1.NodeExchange", "tongban.v1.County")
+SERVICE_NAMES = ("tongban.v1.NodeExchange",)
+COUNTY_SERVICE = "tongban.v1.County"
 RELAY_SERVICE = "tongban.v1.Relay"
 
 
@@ -253,15 +262,7 @@ class CaseSync:
             self._thread.join(timeout)
 
 
-class CountyServicer(county_pb2_grpc.CountyServicer):
-    def __init__(self, node: Node) -> None:
-        self._info = node_info_to_wire(node.description)
-
-    def GetNodeInfo(self, request: common_pb2.NodeInfoRequest, context: grpc.ServicerContext) -> common_pb2.NodeInfo:
-        return self._info
-
-
-def require_loopback(listen: str) -> None:
+def require_loopback(listen: str, *, setting: str = "server.listen") -> None:
     host = listen.rsplit(":", 1)[0].strip("[]")
     if host == "localhost":
         return
@@ -271,8 +272,8 @@ def require_loopback(listen: str) -> None:
     except ValueError:
         pass
     raise ConfigError(
-        f"server.listen {listen!r} is not a loopback address; without mutual TLS (node enrolment) "
-        "a node listens only on 127.0.0.1 or ::1"
+        f"{setting} {listen!r} is not a loopback address; a plaintext listener (the county API, or a node "
+        "without mutual TLS) listens only on 127.0.0.1 or ::1"
     )
 
 
@@ -280,8 +281,9 @@ class NodeServer:
     """A gRPC server for one node (mutual TLS when enrolled); ``start()``, then ``stop()`` drains.
 
     ``trust`` replaces the store opened from the configuration (tests use it to inject a clock).
-    Raises, before anything listens: ``ConfigError`` (plaintext on a non-loopback address, or an
-    address that cannot be bound); for an enrolled node also ``KeyFileError`` / ``CertificateInvalid``
+    Raises, before anything listens: ``ConfigError`` (plaintext on a non-loopback address — the
+    county API's ``[county] listen`` always is — or an address that cannot be bound); for an
+    enrolled node also ``KeyFileError`` / ``CertificateInvalid``
     (TLS key or certificate unusable, or naming another node) and ``DirectoryUnavailable`` /
     ``DocumentExpired`` (no usable directory: refusing to serve rather than serve blind), and
     ``KeyFileError`` for a signing-key file that exists but cannot be opened.
@@ -305,6 +307,7 @@ class NodeServer:
         relay_store: RelayStore | None = None,
     ) -> None:
         cfg = node.config
+        require_loopback(cfg.county_listen, setting="county.listen")  # before anything listens
         self.node = node
         self.tls = cfg.enrolled
         self.trust: TrustStore | None = None
@@ -411,7 +414,6 @@ class NodeServer:
             ),
             self._server,
         )
-        county_pb2_grpc.add_CountyServicer_to_server(CountyServicer(node), self._server)
         if self.relay is not None:
             relay_pb2_grpc.add_RelayServicer_to_server(self.relay, self._server)
         if credentials is not None:
@@ -422,6 +424,24 @@ class NodeServer:
             raise ConfigError(f"cannot listen on {cfg.listen}")
         host = cfg.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
+        self._county_server, self.county_address = self._county(node, max_workers)
+        self._county_health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._county_health, self._county_server)
+
+    @staticmethod
+    def _county(node: Node, max_workers: int) -> tuple[grpc.Server, str]:
+        """The county API on its own loopback listener, ``[county] listen`` (see :mod:`gateway.county`):
+        the node-to-node port admits only directory nodes, and a county caller holds a token, not a
+        node certificate. Plaintext, so loopback only (``ConfigError`` otherwise)."""
+        listen = node.config.county_listen
+        require_loopback(listen, setting="county.listen")
+        interceptor = CountyAuthInterceptor(node.engine, load_permissions())
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=[interceptor])
+        county_pb2_grpc.add_CountyServicer_to_server(CountyServicer(node), server)
+        port = server.add_insecure_port(listen)
+        if port == 0:
+            raise ConfigError(f"cannot listen on {listen} (county.listen)")
+        return server, f"{listen.rsplit(':', 1)[0]}:{port}"
 
     @staticmethod
     def _case_sync(
@@ -481,6 +501,9 @@ class NodeServer:
 
     def start(self) -> None:
         self._server.start()
+        self._county_server.start()
+        for name in ("", COUNTY_SERVICE):
+            self._county_health.set(name, health_pb2.HealthCheckResponse.SERVING)
         services = (*SERVICE_NAMES, RELAY_SERVICE) if self.relay is not None else SERVICE_NAMES
         for name in ("", *services):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -493,11 +516,16 @@ class NodeServer:
         for puller in self.pullers:
             puller.start()
         log.info(
-            "node %s serving on %s (%s)", self.node.config.node_id, self.address, "mTLS" if self.tls else "plaintext"
+            "node %s serving on %s (%s), county API on %s",
+            self.node.config.node_id,
+            self.address,
+            "mTLS" if self.tls else "plaintext",
+            self.county_address,
         )
 
     def stop(self, grace: float | None = None) -> None:
         self._health.enter_graceful_shutdown()  # health checks answer NOT_SERVING while draining
+        self._county_health.enter_graceful_shutdown()
         grace = self.node.config.grace_seconds if grace is None else grace
         if self.delivery is not None:
             self.delivery.request_stop()
@@ -511,6 +539,7 @@ class NodeServer:
             self.delivery.stop(timeout=grace + 10.0)
         if self.trust is not None:
             self.trust.stop_refresher()
+        self._county_server.stop(grace).wait()
         self._server.stop(grace).wait()
         self.node.engine.dispose()
         log.info("node %s stopped", self.node.config.node_id)
@@ -519,7 +548,8 @@ class NodeServer:
 def serve_forever(node: Node) -> int:
     """Run until SIGTERM or SIGINT; then drain and return 0.
 
-    Prints one JSON line ``{"event": "ready", "node": …, "address": …, "tls": true|false}`` on stdout
+    Prints one JSON line ``{"event": "ready", "node": …, "address": …, "tls": true|false, "county": …}``
+    (``county``: the county API's address) on stdout
     once serving, so a supervisor (or the demo) learns the bound port when ``listen`` asks for port 0
     and whether to dial it with mutual TLS.
     """
@@ -533,7 +563,13 @@ def serve_forever(node: Node) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
-    ready = {"event": "ready", "node": node.config.node_id, "address": server.address, "tls": server.tls}
+    ready = {
+        "event": "ready",
+        "node": node.config.node_id,
+        "address": server.address,
+        "tls": server.tls,
+        "county": server.county_address,
+    }
     print(json.dumps(ready), flush=True)
     stop.wait()
     server.stop()

@@ -15,6 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tongban.v1 import common_pb2, county_pb2_grpc, envelope_pb2, node_pb2_grpc
 
 from gateway import config
+from gateway.county import auth
+from gateway.county.permissions import Role
 from gateway.errors import ConfigError, InvalidDivisionCode, RetiredDivision
 from gateway.node import init_node, open_node
 from gateway.server import NodeServer, require_loopback
@@ -38,13 +40,26 @@ def server(node_dir: Path) -> Iterator[NodeServer]:
 def test_health_and_node_info_over_grpc(server: NodeServer) -> None:
     assert not server.tls  # not enrolled: plaintext, loopback only (mutual TLS is in test_mtls)
     with grpc.insecure_channel(server.address) as ch:
-        for service in ("", "tongban.v1.NodeExchange", "tongban.v1.County"):
+        for service in ("", "tongban.v1.NodeExchange"):
             reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         info = node_pb2_grpc.NodeExchangeStub(ch).GetNodeInfo(common_pb2.NodeInfoRequest(), timeout=5)
         assert (info.node_id, info.division_code, info.province_code) == ("cq-liangjiang", "500157", "50")
         assert info.division_name == "两江新区"
-        assert county_pb2_grpc.CountyStub(ch).GetNodeInfo(common_pb2.NodeInfoRequest(), timeout=5) == info
+        # The county API is not on the node-to-node port: it has a listener and credentials of its own.
+        with pytest.raises(grpc.RpcError) as refused:
+            county_pb2_grpc.CountyStub(ch).GetNodeInfo(common_pb2.NodeInfoRequest(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    token, _ = auth.create(server.node.engine, role=Role.COUNTY_SYSTEM, label="test")
+    with grpc.insecure_channel(server.county_address) as ch:
+        for service in ("", "tongban.v1.County"):
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        bearer = (("authorization", f"Bearer {token}"),)
+        county_info = county_pb2_grpc.CountyStub(ch).GetNodeInfo(
+            common_pb2.NodeInfoRequest(), timeout=5, metadata=bearer
+        )
+        assert county_info == info
 
 
 def test_envelope_delivery_is_explicitly_not_enabled_yet(server: NodeServer) -> None:
@@ -110,6 +125,7 @@ def test_serve_process_stops_gracefully_on_sigterm(node_dir: Path) -> None:
         assert line, f"server exited early: {proc.stderr.read() if proc.stderr else ''}"
         ready = json.loads(line)
         assert (ready["event"], ready["tls"]) == ("ready", False)
+        assert ready["county"].startswith("127.0.0.1:")
         with grpc.insecure_channel(ready["address"]) as ch:
             reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING

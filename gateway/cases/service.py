@@ -826,27 +826,7 @@ class CaseService:
 
     def inbox(self, today: date, *, open_only: bool = True) -> list[InboxItem]:
         """This node's cases by due day (the earliest running step's), overdue marked; no personal data."""
-        items = []
-        for row in self.store.rows(open_only=open_only):
-            stored = self.store.load(row.case_id)
-            clocks = due_dates(stored.file.case, stored.state.history, self._calendar)
-            running = sorted((c.due, c.step) for c in clocks.values() if c.running and c.due is not None)
-            due, step = running[0] if running else (None, None)
-            items.append(
-                InboxItem(
-                    case_id=row.case_id,
-                    side=row.side,
-                    programme=Programme(row.programme),
-                    status=row.status,
-                    due=due,
-                    due_step=step,
-                    overdue=any(c.overdue_on(today) for c in clocks.values()),
-                    accepting_division=row.accepting_division,
-                    registration_division=row.registration_division,
-                    flag=row.flag,
-                )
-            )
-        return sorted(items, key=lambda i: (i.due is None, i.due or date.max, i.case_id))
+        return inbox(self.store, today, calendar=self._calendar, open_only=open_only)
 
     def overdue(self, today: date, now: datetime) -> list[Alert]:
         """督办: every overdue step this node answers for, recorded once (see the module docstring).
@@ -888,6 +868,37 @@ class CaseService:
                     )
                 alerts.append(Alert(row.case_id, clock.step, clock.due, province, new))
         return alerts
+
+
+def inbox(
+    store: CaseStore, today: date, *, calendar: WorkCalendar | None = None, open_only: bool = True
+) -> list[InboxItem]:
+    """The cases in ``store`` by due day (the earliest running step's), overdue marked; no personal data.
+
+    :meth:`CaseService.inbox` and the county API's ``CaseInbox`` both call this: it needs only the
+    store (no keys, no directory), so the county service can answer it on any node.
+    """
+    items = []
+    for row in store.rows(open_only=open_only):
+        stored = store.load(row.case_id)
+        clocks = due_dates(stored.file.case, stored.state.history, calendar)
+        running = sorted((c.due, c.step) for c in clocks.values() if c.running and c.due is not None)
+        due, step = running[0] if running else (None, None)
+        items.append(
+            InboxItem(
+                case_id=row.case_id,
+                side=row.side,
+                programme=Programme(row.programme),
+                status=row.status,
+                due=due,
+                due_step=step,
+                overdue=any(c.overdue_on(today) for c in clocks.values()),
+                accepting_division=row.accepting_division,
+                registration_division=row.registration_division,
+                flag=row.flag,
+            )
+        )
+    return sorted(items, key=lambda i: (i.due is None, i.due or date.max, i.case_id))
 
 
 def handed_by(state: lc.CaseState) -> str:

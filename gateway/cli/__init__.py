@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         audit,
         case,
         cases,
+        county,
         custody,
         demo,
         divisions,
@@ -56,7 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and debug logs")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    for module in (node, roster, reconcile, outbox, audit, synth, demo, divisions, ids, purposes, cases, case, custody):
+    for module in (
+        node,
+        roster,
+        reconcile,
+        outbox,
+        audit,
+        synth,
+        demo,
+        divisions,
+        ids,
+        purposes,
+        cases,
+        case,
+        custody,
+        county,
+    ):
         module.register(groups)
     # Tools that sit beside the gateway (the operators' `keys` tool, the county-file adapters)
     # plug in through entry points, so that `gateway` never imports them (STYLE habit 10).

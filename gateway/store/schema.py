@@ -306,3 +306,20 @@ custody_held = Table(
     Column("stored_at", DateTime(timezone=True), nullable=False),
     Index(None, "case_id", "predecessor"),
 )
+
+
+# --- county API tokens (SPEC §7) ---------------------------------------------------------------------
+
+# Callers of the county API. Only a hash of each token is stored (gateway.county.auth explains which);
+# a revoked token keeps its row, so `tongban county token list` shows who had access until when.
+county_tokens = Table(
+    "county_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("role", String(32), nullable=False),
+    Column("label", String(80), nullable=False),
+    Column("division", String(6), nullable=False),  # "" when the role has no division scope
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)

@@ -128,7 +128,7 @@ class PeerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         method = handler_call_details.method
         if handler is None or service_of(method) in OPEN_SERVICES:
             return handler
-        return _guarded(handler, lambda context: self._admit(method, context))
+        return guarded(handler, lambda context: self._admit(method, context))
 
     def _admit(self, method: str, context: grpc.ServicerContext) -> contextvars.Context:
         try:
@@ -151,7 +151,7 @@ def _in_context(call_context: contextvars.Context, responses: Iterator[Any]) -> 
         yield item
 
 
-def _guarded(
+def guarded(
     handler: grpc.RpcMethodHandler,  # type: ignore[type-arg]
     admit: Callable[[grpc.ServicerContext], contextvars.Context],
 ) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]

@@ -25,13 +25,37 @@ _sym_db = _symbol_database.Default()
 from tongban.v1 import common_pb2 as tongban_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tongban/v1/county.proto\x12\ntongban.v1\x1a\x17tongban/v1/common.proto2J\n\x06\x43ounty\x12@\n\x0bGetNodeInfo\x12\x1b.tongban.v1.NodeInfoRequest\x1a\x14.tongban.v1.NodeInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tongban/v1/county.proto\x12\ntongban.v1\x1a\x17tongban/v1/common.proto\"+\n\x13ListFindingsRequest\x12\x0e\n\x06period\x18\x01 \x01(\tJ\x04\x08\x02\x10\x0b\"\x84\x01\n\x07\x46inding\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04side\x18\x03 \x01(\t\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x15\n\rpeer_division\x18\x05 \x01(\t\x12\x12\n\nrecord_ref\x18\x06 \x01(\t\x12\x10\n\x08peer_ref\x18\x07 \x01(\tJ\x04\x08\x08\x10\x10\"S\n\x14ListFindingsResponse\x12\x0e\n\x06period\x18\x01 \x01(\t\x12%\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x13.tongban.v1.FindingJ\x04\x08\x03\x10\x0b\"0\n\x10\x43\x61seInboxRequest\x12\x16\n\x0einclude_closed\x18\x01 \x01(\x08J\x04\x08\x02\x10\x0b\"\xd0\x01\n\tInboxItem\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0c\n\x04side\x18\x02 \x01(\t\x12\x11\n\tcase_type\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x05 \x01(\t\x12\x10\n\x08\x64ue_step\x18\x06 \x01(\t\x12\x0f\n\x07overdue\x18\x07 \x01(\x08\x12\x1a\n\x12\x61\x63\x63\x65pting_division\x18\x08 \x01(\t\x12\x1d\n\x15registration_division\x18\t \x01(\t\x12\x0c\n\x04\x66lag\x18\n \x01(\tJ\x04\x08\x0b\x10\x15\"?\n\x11\x43\x61seInboxResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.tongban.v1.InboxItemJ\x04\x08\x02\x10\x0b\";\n\x16ListDeadLettersRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\rJ\x04\x08\x03\x10\x0b\"{\n\nDeadLetter\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\tJ\x04\x08\x07\x10\x10\"M\n\x17ListDeadLettersResponse\x12,\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x16.tongban.v1.DeadLetterJ\x04\x08\x02\x10\x0b\"#\n\x10\x41uditTailRequest\x12\t\n\x01n\x18\x01 \x01(\rJ\x04\x08\x02\x10\x0b\"\x92\x01\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02\x61t\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x11\n\treference\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x12\n\nentry_hash\x18\x08 \x01(\tJ\x04\x08\t\x10\x10\"B\n\x11\x41uditTailResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.tongban.v1.AuditEntryJ\x04\x08\x02\x10\x0b\x32\x8d\x03\n\x06\x43ounty\x12@\n\x0bGetNodeInfo\x12\x1b.tongban.v1.NodeInfoRequest\x1a\x14.tongban.v1.NodeInfo\x12Q\n\x0cListFindings\x12\x1f.tongban.v1.ListFindingsRequest\x1a .tongban.v1.ListFindingsResponse\x12H\n\tCaseInbox\x12\x1c.tongban.v1.CaseInboxRequest\x1a\x1d.tongban.v1.CaseInboxResponse\x12Z\n\x0fListDeadLetters\x12\".tongban.v1.ListDeadLettersRequest\x1a#.tongban.v1.ListDeadLettersResponse\x12H\n\tAuditTail\x12\x1c.tongban.v1.AuditTailRequest\x1a\x1d.tongban.v1.AuditTailResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tongban.v1.county_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COUNTY']._serialized_start=64
-  _globals['_COUNTY']._serialized_end=138
+  _globals['_LISTFINDINGSREQUEST']._serialized_start=64
+  _globals['_LISTFINDINGSREQUEST']._serialized_end=107
+  _globals['_FINDING']._serialized_start=110
+  _globals['_FINDING']._serialized_end=242
+  _globals['_LISTFINDINGSRESPONSE']._serialized_start=244
+  _globals['_LISTFINDINGSRESPONSE']._serialized_end=327
+  _globals['_CASEINBOXREQUEST']._serialized_start=329
+  _globals['_CASEINBOXREQUEST']._serialized_end=377
+  _globals['_INBOXITEM']._serialized_start=380
+  _globals['_INBOXITEM']._serialized_end=588
+  _globals['_CASEINBOXRESPONSE']._serialized_start=590
+  _globals['_CASEINBOXRESPONSE']._serialized_end=653
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=655
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=714
+  _globals['_DEADLETTER']._serialized_start=716
+  _globals['_DEADLETTER']._serialized_end=839
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=841
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=918
+  _globals['_AUDITTAILREQUEST']._serialized_start=920
+  _globals['_AUDITTAILREQUEST']._serialized_end=955
+  _globals['_AUDITENTRY']._serialized_start=958
+  _globals['_AUDITENTRY']._serialized_end=1104
+  _globals['_AUDITTAILRESPONSE']._serialized_start=1106
+  _globals['_AUDITTAILRESPONSE']._serialized_end=1172
+  _globals['_COUNTY']._serialized_start=1175
+  _globals['_COUNTY']._serialized_end=1572
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from tongban.v1 import common_pb2 as tongban_dot_v1_dot_common__pb2
+from tongban.v1 import county_pb2 as tongban_dot_v1_dot_county__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -39,14 +40,61 @@ class CountyStub:
                 request_serializer=tongban_dot_v1_dot_common__pb2.NodeInfoRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_common__pb2.NodeInfo.FromString,
                 _registered_method=True)
+        self.ListFindings = channel.unary_unary(
+                '/tongban.v1.County/ListFindings',
+                request_serializer=tongban_dot_v1_dot_county__pb2.ListFindingsRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.ListFindingsResponse.FromString,
+                _registered_method=True)
+        self.CaseInbox = channel.unary_unary(
+                '/tongban.v1.County/CaseInbox',
+                request_serializer=tongban_dot_v1_dot_county__pb2.CaseInboxRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.CaseInboxResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/tongban.v1.County/ListDeadLetters',
+                request_serializer=tongban_dot_v1_dot_county__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.AuditTail = channel.unary_unary(
+                '/tongban.v1.County/AuditTail',
+                request_serializer=tongban_dot_v1_dot_county__pb2.AuditTailRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.AuditTailResponse.FromString,
+                _registered_method=True)
 
 
 class CountyServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetNodeInfo(self, request, context):
-        """Describe this node (no personal data). Roster, case and inbox calls are added as
-        authentication and roles land (see docs/architecture.md).
+        """Describe this node (no personal data).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFindings(self, request, context):
+        """The reconciliation findings of one monitoring period: codes and references, never names.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CaseInbox(self, request, context):
+        """This node's cases by due date, overdue marked (no personal data).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Outbox messages this node gave up on (dead letters): ids, peers, purposes, reason codes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuditTail(self, request, context):
+        """The last entries of the hash-chained audit trail (references only).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -59,6 +107,26 @@ def add_CountyServicer_to_server(servicer, server):
                     servicer.GetNodeInfo,
                     request_deserializer=tongban_dot_v1_dot_common__pb2.NodeInfoRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_common__pb2.NodeInfo.SerializeToString,
+            ),
+            'ListFindings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFindings,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.ListFindingsRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.ListFindingsResponse.SerializeToString,
+            ),
+            'CaseInbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.CaseInbox,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.CaseInboxRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.CaseInboxResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'AuditTail': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditTail,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.AuditTailRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.AuditTailResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +156,114 @@ class County:
             '/tongban.v1.County/GetNodeInfo',
             tongban_dot_v1_dot_common__pb2.NodeInfoRequest.SerializeToString,
             tongban_dot_v1_dot_common__pb2.NodeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFindings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.County/ListFindings',
+            tongban_dot_v1_dot_county__pb2.ListFindingsRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.ListFindingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CaseInbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.County/CaseInbox',
+            tongban_dot_v1_dot_county__pb2.CaseInboxRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.CaseInboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.County/ListDeadLetters',
+            tongban_dot_v1_dot_county__pb2.ListDeadLettersRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditTail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.County/AuditTail',
+            tongban_dot_v1_dot_county__pb2.AuditTailRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.AuditTailResponse.FromString,
             options,
             channel_credentials,
             insecure,
