@@ -313,6 +313,17 @@ def test_inactive_nodes_are_refused_as_peers_and_signers(status: NodeStatus, err
         directory.signing_key("sc-nanbu", node.signers[0].public_key.key_id, signed_at=NOW, now=NOW)
 
 
+def test_routing_takes_the_first_usable_node_of_a_division() -> None:
+    """Rosters, reconciliation and cases route by ``Directory.serving``: a revoked node never
+    serves; a second node of the division does, and a division without a usable node is absent."""
+    pki = standard_pki()
+    pki.provinces["51"].enrol("sc-nanbu-2", "511321")
+    pki.provinces["51"].nodes["sc-nanbu"].status = NodeStatus.REVOKED
+    pki.provinces["50"].nodes["cq-beibei"].status = NodeStatus.SUSPENDED
+    serving = {d: e.node_id for d, e in _accept(pki, pki.bundle()).serving(NOW).items()}
+    assert serving == {"500157": "cq-liangjiang", "511321": "sc-nanbu-2"}
+
+
 def test_tls_certificates_map_to_their_nodes_only() -> None:
     pki = standard_pki()
     directory = _accept(pki, pki.bundle())

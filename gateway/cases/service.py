@@ -101,7 +101,6 @@ from gateway.exchange.envelope import Outgoing
 from gateway.exchange.purposes import Profiles
 from gateway.exchange.tokens import id_token, pair_key
 from gateway.store.keyring import DataKeyring
-from gateway.trust.documents import NodeStatus
 from gateway.trust.signing import X25519_HPKE, PublicKey, Signer
 from gateway.trust.store import utc_now
 from gateway.trust.verifier import Directory
@@ -255,14 +254,10 @@ class CaseService:
         return self._directory.active(peer, self._wall_clock()).encryption_key
 
     def _node_for(self, division: str, now: datetime) -> str:
-        for entry in sorted(self._directory.nodes(), key=lambda e: e.node_id):
-            if entry.division == division and entry.status is NodeStatus.ACTIVE:
-                try:
-                    self._directory.active(entry.node_id, self._wall_clock())
-                except TrustError:
-                    continue
-                return entry.node_id
-        raise InvalidCase(f"no active node serves division {division}")
+        entry = self._directory.serving(self._wall_clock()).get(division)
+        if entry is None:
+            raise InvalidCase(f"no active node serves division {division}")
+        return entry.node_id
 
     def _token(self, peer: str, id_number: str, period: str, now: datetime) -> bytes:
         key = pair_key(

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from sqlalchemy import Engine, func, select
 
 from gateway.domain.records import ChildKind, RecordView
-from gateway.errors import InvalidIdNumber, TrustError
+from gateway.errors import InvalidIdNumber
 from gateway.exchange import outbox
 from gateway.exchange.envelope import seal
 from gateway.exchange.purposes import Profiles, minimise
@@ -42,7 +42,6 @@ from gateway.matching import Encoder
 from gateway.store.keyring import DataKeyring
 from gateway.store.repository import ChildRepository
 from gateway.store.schema import inbox
-from gateway.trust.documents import NodeEntry, NodeStatus
 from gateway.trust.signing import Signer
 from gateway.trust.verifier import Directory
 from gateway.wire import (
@@ -83,17 +82,6 @@ class SendSummary:
         return sum(r.envelopes for r in self.rosters)
 
 
-def node_for_division(directory: Directory, division: str, now: datetime) -> NodeEntry | None:
-    """The active node serving ``division`` in the directory, if any."""
-    for entry in directory.nodes():
-        if entry.division == division and entry.status is NodeStatus.ACTIVE:
-            try:
-                return directory.active(entry.node_id, now)
-            except TrustError:
-                return None
-    return None
-
-
 def _batches(records: Iterator[RecordView], size: int) -> Iterator[list[RecordView]]:
     batch: list[RecordView] = []
     for record in records:
@@ -126,10 +114,11 @@ def send_migrant_roster(
     own = directory.active(node_id, now)
     rosters: list[PeerRoster] = []
     unroutable: dict[str, int] = {}
+    serving = directory.serving(now)
     for division in children.registration_divisions(period, kind=ChildKind.MIGRANT):
         if division == own.division:
             continue  # not a migrant of ours to report elsewhere
-        peer = node_for_division(directory, division, now)
+        peer = serving.get(division)
         records = children.iter_views(period, kind=ChildKind.MIGRANT, registration_division=division)
         if peer is None:
             unroutable[division] = sum(1 for _ in records)

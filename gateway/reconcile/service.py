@@ -62,7 +62,6 @@ from gateway.reconcile.findings import (
 )
 from gateway.reconcile.rosters import RESULT_PURPOSE, received_answers, received_rosters
 from gateway.store.schema import child_records
-from gateway.trust.documents import NodeStatus
 from gateway.trust.signing import Signer
 from gateway.trust.verifier import Directory
 from gateway.wire import MatchResultBatch, match_batch_to_wire
@@ -152,19 +151,6 @@ def _ledger_entries(node: Node, period: str, key: bytes) -> list[Entry]:
     ]
 
 
-def node_for_division(directory: Directory, now: datetime) -> dict[str, str]:
-    """The active node serving each division, from the verified directory."""
-    out: dict[str, str] = {}
-    for entry in directory.nodes():
-        if entry.status is NodeStatus.ACTIVE:
-            try:
-                directory.active(entry.node_id, now)
-            except TrustError:
-                continue
-            out.setdefault(entry.division, entry.node_id)
-    return out
-
-
 def _division_of(directory: Directory, node_id: str) -> str:
     try:
         return directory.entry(node_id).division
@@ -222,7 +208,7 @@ def compute(
         matches=matches,
         incomplete=problems,
         answers=answers,
-        node_for_division=node_for_division(directory, now),
+        node_for_division={d: e.node_id for d, e in directory.serving(now).items()},
         thresholds=thresholds,
     )
     counts: Counter[tuple[Code, str]] = Counter((f.code, f.peer) for f in result.findings)

@@ -54,6 +54,7 @@ from gateway.errors import (
     PeerMismatch,
     RollbackRefused,
     RootVersionNotNext,
+    TrustError,
     UnknownNode,
     UnknownProvince,
 )
@@ -278,6 +279,19 @@ class Directory:
 
     def nodes(self) -> list[NodeEntry]:
         return sorted(self._entries.values(), key=lambda e: e.node_id)
+
+    def serving(self, now: datetime) -> dict[str, NodeEntry]:
+        """The node that serves each division now: of the nodes :meth:`active` admits, the first by
+        node id. A division no usable node serves is absent (routing reports it, never guesses)."""
+        out: dict[str, NodeEntry] = {}
+        for entry in self.nodes():
+            if entry.division in out or entry.status is not NodeStatus.ACTIVE:
+                continue
+            try:
+                out[entry.division] = self.active(entry.node_id, now)
+            except TrustError:
+                continue
+        return out
 
     def check_fresh(self, now: datetime) -> None:
         _expired(self.expires, now, f"directory v{self.version}")
