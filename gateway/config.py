@@ -278,6 +278,13 @@ def _matching(path: Path, m: dict[str, Any]) -> Thresholds:
         raise ConfigError(f"{path}: matching needs 0 <= review <= auto <= 1 and 0 <= margin <= 1") from None
 
 
+def supervisor_for(supervisors: Mapping[str, str], division: str) -> str | None:
+    """The node that supervises ``division`` under ``[cases] supervisors``: the entry with the
+    longest prefix covering it, or ``None`` when none does."""
+    covering = [p for p in supervisors if division.startswith(p)]
+    return supervisors[max(covering, key=len)] if covering else None
+
+
 def _supervisors(path: Path, table: dict[str, Any]) -> dict[str, str]:
     """Validate ``[cases] supervisors``: division prefixes (1-6 digits) to node ids (fail closed)."""
     out: dict[str, str] = {}

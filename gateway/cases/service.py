@@ -79,6 +79,7 @@ from gateway.cases.types import (
     eligibility,
     new_case_id,
 )
+from gateway.config import supervisor_for
 from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import Cadence, MonitoringPeriod
 from gateway.errors import (
@@ -303,10 +304,7 @@ class CaseService:
     def supervisor(self) -> str | None:
         """The supervising node for this node's division: the ``[cases] supervisors`` entry with the
         longest prefix covering it (``None``: none configured, or this node supervises itself)."""
-        covering = [p for p in self.supervisors if self.division.startswith(p)]
-        if not covering:
-            return None
-        node = self.supervisors[max(covering, key=len)]
+        node = supervisor_for(self.supervisors, self.division)
         return None if node == self.node_id else node
 
     def supervision(self) -> list[SupervisionAlert]:

@@ -39,6 +39,7 @@ import grpc
 from sqlalchemy import Connection, Engine
 
 from gateway import audit
+from gateway.config import supervisor_for
 from gateway.custody import store
 from gateway.custody.chain import CustodyState, can_act, step, verify_chain, verify_event
 from gateway.custody.events import (
@@ -230,9 +231,9 @@ class CustodyService:
                 division = directory.entry(node).division
             except GatewayError:
                 continue
-            covering = [p for p in self._supervisors if division.startswith(p)]
-            if covering:
-                found.add(self._supervisors[max(covering, key=len)])
+            supervisor = supervisor_for(self._supervisors, division)
+            if supervisor is not None:
+                found.add(supervisor)
         return found
 
     # --- acting --------------------------------------------------------------------------------------------
