@@ -369,16 +369,8 @@ def _exchange(w: Any, running: list[RunningNode], callers: dict[str, Caller], pe
     proc, address, _tls = _start(crashed.node.config.path)
     crashed.process, crashed.address = proc, address
     w(f"   {RESTARTED} restarted; the senders' delivery workers retry with back-off until it answers\n")
-    deadline = time.monotonic() + 90
     senders = [by_id["cq-liangjiang"].node, by_id["sc-nanbu"].node]
-    while True:
-        counts = [outbox.counts(n.engine) for n in senders]
-        pending = sum(k for c in counts for (_peer, status), k in c.items() if status is not outbox.Status.DELIVERED)
-        if pending == 0:
-            break
-        if time.monotonic() > deadline:
-            raise DemoFailed(f"{pending} envelope(s) still undelivered after 90 s")
-        time.sleep(0.5)
+    _wait_delivered(senders)
     delivered: dict[str, int] = {}
     attempts: dict[str, int] = {}
     receipts = 0
