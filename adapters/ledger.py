@@ -274,6 +274,12 @@ def _code(text: str) -> str | None:
     return folded
 
 
+def parse_sex(text: str) -> Sex | None:
+    """男/女 (and 男性/女性, M/F, male/female, 1/2, any case or width); ``None`` for anything else."""
+    sex: Sex | None = _SEX.get(_fold(text).lower())
+    return sex
+
+
 def _choice(table: dict[str, Any], text: str) -> Any:
     folded = _fold(text).lower()
     if folded.startswith(_FORMULA_START) and folded not in table:

@@ -42,29 +42,20 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from adapters.ledger import parse_sex
 from adapters.tabular import Table, load_mapping, read_table
 from gateway.domain import idnumber
-from gateway.domain.records import Sex
 from gateway.errors import InvalidIdNumber, StorageError
 from gateway.exchange.tokens import KEY_BYTES, id_token
 from gateway.matching import Band, Encoder, Entry, Link, MatchResult, Thresholds, match
 
 log = logging.getLogger(__name__)
 
-_SEX = {
-    "男": Sex.MALE, "男性": Sex.MALE, "m": Sex.MALE, "male": Sex.MALE, "1": Sex.MALE,
-    "女": Sex.FEMALE, "女性": Sex.FEMALE, "f": Sex.FEMALE, "female": Sex.FEMALE, "2": Sex.FEMALE,
-}  # fmt: skip
 _DATE = (
     re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T].*)?"),
     re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日?"),
     re.compile(r"(\d{4})(\d{2})(\d{2})"),
 )
-
-
-def parse_sex(text: str) -> Sex | None:
-    """男/女 (and M/F, male/female, 1/2); ``None`` for anything else."""
-    return _SEX.get(unicodedata.normalize("NFKC", text).strip().lower())
 
 
 def parse_birth_date(text: str) -> date | None:
