@@ -44,13 +44,10 @@ from gateway.cases.lifecycle import CHINA
 from gateway.cases.service import TRANSFER_REASON, CaseService, Draft
 from gateway.cases.store import CaseStore
 from gateway.cases.types import EvidenceDocument, EvidenceKind
-from gateway.cli.node import add_config_argument, config_path
+from gateway.cli.node import acting_keys, add_config_argument, config_path
 from gateway.errors import InputError, InvalidCase
 from gateway.exchange.purposes import load_profiles
 from gateway.node import open_node
-from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
-from gateway.trust.signing import Ed25519Signer
-from gateway.trust.store import TrustStore
 
 
 @contextmanager
@@ -59,10 +56,8 @@ def open_service(args: argparse.Namespace) -> Iterator[CaseService]:
     node = open_node(cfg)
     try:
         now = datetime.now(UTC)
-        trust = TrustStore.from_config(cfg)
-        directory = trust.refresh(now) if cfg.directory_source else trust.current(now)
-        passphrase = passphrase_from_env()
-        signer = Ed25519Signer(read_signing_key(cfg.signing_key, passphrase))
+        keys = acting_keys(cfg, now)
+        directory, signer = keys.directory, keys.signer
         profiles = load_profiles()
         store = CaseStore(node.engine, node.keyring)
         custody = CaseCustody(
@@ -81,7 +76,7 @@ def open_service(args: argparse.Namespace) -> Iterator[CaseService]:
             store=store,
             keyring=node.keyring,
             directory=directory,
-            encryption_key=read_encryption_key(cfg.encryption_key, passphrase),
+            encryption_key=keys.encryption_key,
             signer=signer,
             profiles=profiles,
             custody=custody,

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import x25519
 
 from gateway import config as config_mod
 from gateway.node import init_node, open_node
 from gateway.server import serve_forever
+from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
+from gateway.trust.signing import Ed25519Signer
+from gateway.trust.store import TrustStore
+from gateway.trust.verifier import Directory
 
 ENV_CONFIG = "TONGBAN_CONFIG"
 
@@ -23,6 +31,28 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
         "--config",
         default=os.environ.get(ENV_CONFIG, config_mod.CONFIG_FILE),
         help=f"node.toml or its directory (env {ENV_CONFIG}; default: %(default)s)",
+    )
+
+
+@dataclass(frozen=True)
+class ActingKeys:
+    """What a command needs to act for its node: the verified directory and the node's keys."""
+
+    directory: Directory
+    signer: Ed25519Signer
+    encryption_key: x25519.X25519PrivateKey
+
+
+def acting_keys(cfg: config_mod.NodeConfig, now: datetime) -> ActingKeys:
+    """The directory (fetched fresh when the node has a publishing point, else the last good one)
+    and the node's signing and encryption keys, unsealed with the key passphrase."""
+    trust = TrustStore.from_config(cfg)
+    directory = trust.refresh(now) if cfg.directory_source else trust.current(now)
+    passphrase = passphrase_from_env()
+    return ActingKeys(
+        directory,
+        Ed25519Signer(read_signing_key(cfg.signing_key, passphrase)),
+        read_encryption_key(cfg.encryption_key, passphrase),
     )
 
 

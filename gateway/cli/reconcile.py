@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway import config as config_mod
-from gateway.cli.node import add_config_argument, config_path
+from gateway.cli.node import acting_keys, add_config_argument, config_path
 from gateway.domain.period import MonitoringPeriod
 from gateway.errors import InputError
 from gateway.exchange.purposes import load_profiles
@@ -33,9 +33,6 @@ from gateway.node import open_node
 from gateway.reconcile import store
 from gateway.reconcile.findings import Code, Role, label
 from gateway.reconcile.service import ReportRow, audit_report, report_rows, run
-from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
-from gateway.trust.signing import Ed25519Signer
-from gateway.trust.store import TrustStore
 
 # Report columns: (Chinese header, English header).
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -81,16 +78,14 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_mod.load(config_path(args))
     node = open_node(cfg)
     try:
-        trust = TrustStore.from_config(cfg)
         now = datetime.now(UTC)
-        directory = trust.refresh(now) if cfg.directory_source else trust.current(now)
-        passphrase = passphrase_from_env()
+        keys = acting_keys(cfg, now)
         summary = run(
             node=node,
             period=period.label,
-            directory=directory,
-            encryption_key=read_encryption_key(cfg.encryption_key, passphrase),
-            signer=Ed25519Signer(read_signing_key(cfg.signing_key, passphrase)),
+            directory=keys.directory,
+            encryption_key=keys.encryption_key,
+            signer=keys.signer,
             profiles=load_profiles(),
             thresholds=cfg.thresholds,
             now=now,

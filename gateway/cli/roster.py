@@ -29,7 +29,7 @@ from typing import IO
 from tqdm import tqdm
 
 from gateway import config as config_mod
-from gateway.cli.node import add_config_argument, config_path
+from gateway.cli.node import acting_keys, add_config_argument, config_path
 from gateway.domain.codec import record_from_json
 from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import MonitoringPeriod
@@ -40,9 +40,6 @@ from gateway.exchange.rosters import send_migrant_roster
 from gateway.node import Node, open_node
 from gateway.roster import IntakeSummary, intake, validate
 from gateway.sources import Quarantine, ReadRequest, Severity, find_reader
-from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
-from gateway.trust.signing import Ed25519Signer
-from gateway.trust.store import TrustStore
 
 
 def read_jsonl(stream: IO[str], *, source: str, node_id: str) -> Iterator[ChildRecord | InputError]:
@@ -257,20 +254,18 @@ def _send(args: argparse.Namespace) -> int:
     cfg = config_mod.load(config_path(args))
     node = open_node(cfg)
     try:
-        trust = TrustStore.from_config(cfg)
         now = datetime.now(UTC)
-        directory = trust.refresh(now) if cfg.directory_source else trust.current(now)
-        passphrase = passphrase_from_env()
+        keys = acting_keys(cfg, now)
         summary = send_migrant_roster(
             node_id=cfg.node_id,
             period=period.label,
             children=node.children,
             engine=node.engine,
             keyring=node.keyring,
-            directory=directory,
+            directory=keys.directory,
             profiles=load_profiles(),
-            signer=Ed25519Signer(read_signing_key(cfg.signing_key, passphrase)),
-            encryption_key=read_encryption_key(cfg.encryption_key, passphrase),
+            signer=keys.signer,
+            encryption_key=keys.encryption_key,
             now=now,
             batch_size=args.batch_size,
         )
