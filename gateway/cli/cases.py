@@ -10,13 +10,12 @@ The case workflow itself (filing, inbox, decisions) arrives with transport and s
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from gateway.cases.lifecycle import render_markdown
+from gateway.cli.generated import docs_path, write_or_check
 
-# In a source checkout: <repo>/docs/case-lifecycle.md (the docs are not installed with the package).
-DEFAULT_DOCS = Path(__file__).resolve().parents[2] / "docs" / "case-lifecycle.md"
+DEFAULT_DOCS = docs_path("case-lifecycle.md")
 
 
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,15 +38,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _render(args: argparse.Namespace) -> int:
-    out: Path = args.out
     text = render_markdown()
-    if args.check:
-        current = out.read_text(encoding="utf-8") if out.is_file() else None
-        if current != text:
-            print(f"{out} is out of date: run `tongban cases render-docs` and commit the result", file=sys.stderr)
-            return 1
-        print(f"{out} matches the case lifecycle")
-        return 0
-    out.write_text(text, encoding="utf-8")
-    print(f"wrote {out}")
-    return 0
+    return write_or_check(
+        args.out, text, check=args.check, command="tongban cases render-docs", source="the case lifecycle"
+    )

@@ -15,20 +15,19 @@ Creating and revoking a token are recorded in the audit trail (by token id).
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from gateway import config as config_mod
+from gateway.cli.generated import docs_path, write_or_check
 from gateway.cli.node import add_config_argument, config_path
 from gateway.county import auth
 from gateway.county.permissions import Role, load_permissions, render_markdown
 from gateway.store.db import make_engine, require_current_schema
 
-# In a source checkout: <repo>/docs/county-permissions.md (the docs are not installed with the package).
-DEFAULT_DOCS = Path(__file__).resolve().parents[2] / "docs" / "county-permissions.md"
+DEFAULT_DOCS = docs_path("county-permissions.md")
 
 
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -115,15 +114,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    out: Path = args.out
     text = render_markdown(load_permissions())
-    if args.check:
-        current = out.read_text(encoding="utf-8") if out.is_file() else None
-        if current != text:
-            print(f"{out} is out of date: run `tongban county render-docs` and commit the result", file=sys.stderr)
-            return 1
-        print(f"{out} matches the county permission table")
-        return 0
-    out.write_text(text, encoding="utf-8")
-    print(f"wrote {out}")
-    return 0
+    return write_or_check(
+        args.out, text, check=args.check, command="tongban county render-docs", source="the county permission table"
+    )

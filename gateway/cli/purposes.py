@@ -13,13 +13,12 @@ An unknown or reserved purpose is :class:`~gateway.errors.PurposeNotAllowed`, a 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from gateway.cli.generated import docs_path, write_or_check
 from gateway.exchange.purposes import PurposeProfile, load_profiles, ordered_fields, render_markdown
 
-# In a source checkout: <repo>/docs/purposes.md (the docs are not installed with the package).
-DEFAULT_DOCS = Path(__file__).resolve().parents[2] / "docs" / "purposes.md"
+DEFAULT_DOCS = docs_path("purposes.md")
 
 
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,15 +86,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    out: Path = args.out
     text = render_markdown(load_profiles())
-    if args.check:
-        current = out.read_text(encoding="utf-8") if out.is_file() else None
-        if current != text:
-            print(f"{out} is out of date: run `tongban purposes render` and commit the result", file=sys.stderr)
-            return 1
-        print(f"{out} matches the purpose profiles")
-        return 0
-    out.write_text(text, encoding="utf-8")
-    print(f"wrote {out}")
-    return 0
+    return write_or_check(
+        args.out, text, check=args.check, command="tongban purposes render", source="the purpose profiles"
+    )
