@@ -47,6 +47,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from datetime import datetime, timedelta
@@ -209,6 +210,9 @@ def audit_receipts(node_id: str) -> OnAccept:
     return on_accept
 
 
+OVERDUE_CHECK_SECONDS = 60.0  # how often the case loop looks for overdue steps (督办)
+
+
 class CaseSync:
     """The running node's case loop: every ``interval`` seconds, apply the case messages received
     (:meth:`CaseService.sync`), take the custody actions they make due (:meth:`CaseCustody.settle`)
@@ -230,6 +234,7 @@ class CaseSync:
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="case-sync", daemon=True)
+        self._overdue_at: float | None = None  # monotonic time of the last overdue check
         self.rounds = 0
 
     def run_once(self) -> None:
@@ -241,8 +246,12 @@ class CaseSync:
             if summary.applied or settled:
                 log.info("case sync: %d message(s) applied, custody %s", summary.applied, settled or "unchanged")
             # 督办: overdue steps are recorded once per step and due day, and sent to the province's
-            # supervising node when one is configured ([cases.supervisors]); repeating is harmless.
-            service.overdue(china_date(now), now)  # logs each new alert itself
+            # supervising node when one is configured ([cases.supervisors]). Deadlines are days, so
+            # this reads every open case once a minute, not on every round.
+            tick = time.monotonic()
+            if self._overdue_at is None or tick - self._overdue_at >= OVERDUE_CHECK_SECONDS:
+                self._overdue_at = tick
+                service.overdue(china_date(now), now)  # logs each new alert itself
         except GatewayError as exc:
             log.warning("case sync round failed (%s)", exc.code)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one round; logged by type only
