@@ -62,7 +62,7 @@ from gateway import audit
 from gateway.cases.custody_hook import CaseCustody
 from gateway.cases.lifecycle import china_date
 from gateway.cases.service import CaseService
-from gateway.cases.store import CaseStore
+from gateway.cases.wiring import CaseParts
 from gateway.config import NodeConfig
 from gateway.county.permissions import load_permissions
 from gateway.county.servicer import CountyAuthInterceptor, CountyServicer
@@ -71,7 +71,7 @@ from gateway.custody.service import CustodyService, custody_status_for
 from gateway.errors import ConfigError, ExchangeError, GatewayError, InputError
 from gateway.exchange.delivery import DeliveryWorker, personal_purposes
 from gateway.exchange.envelope import Verified
-from gateway.exchange.purposes import Profiles, load_profiles
+from gateway.exchange.purposes import load_profiles
 from gateway.exchange.receiver import OnAccept, Receiver, public_message, status_for
 from gateway.exchange.relay import RelayPuller, RelayServicer, RelayStore, RelayTransport, SqlRelayStore
 from gateway.exchange.retry import RetryPolicy
@@ -322,6 +322,7 @@ class NodeServer:
         self.trust: TrustStore | None = None
         self.receiver: Receiver | None = None
         self.custody: CustodyService | None = None
+        self.cases: CaseParts | None = None  # the case store, custody hook and service (enrolled, with keys)
         self.delivery: DeliveryWorker | None = None
         self.case_sync: CaseSync | None = None
         self.pullers: list[RelayPuller] = []
@@ -342,18 +343,22 @@ class NodeServer:
             profiles = load_profiles()
             if cfg.signing_key.exists():
                 signer = Ed25519Signer(read_signing_key(cfg.signing_key, passphrase_from_env()))
-                cases = CaseStore(node.engine, node.keyring)
-                self.custody = CaseCustody(
-                    cases=cases,
-                    node_id=cfg.node_id,
-                    engine=node.engine,
-                    keyring=node.keyring,
+                private = None
+                if cfg.encryption_key.exists():
+                    private = read_encryption_key(cfg.encryption_key, passphrase_from_env())
+                else:
+                    log.warning(
+                        "node %s: no encryption key at %s; not applying case messages", cfg.node_id, cfg.encryption_key
+                    )
+                self.cases = CaseParts.build(
+                    node,
                     signer=signer,
+                    encryption_key=private,
                     directory=lambda: store.current(),
                     profiles=profiles,
                     clock=store.clock,
-                    supervisors=cfg.case_supervisors,
                 )
+                self.custody = self.cases.custody
                 self.receiver = Receiver(
                     node_id=cfg.node_id,
                     engine=node.engine,
@@ -365,7 +370,10 @@ class NodeServer:
                     on_accept=both(audit_receipts(cfg.node_id), apply_custody(self.custody)),
                     relays=cfg.exchange_relays,
                 )
-                self.case_sync = self._case_sync(node, cases, self.custody, signer, store, profiles)
+                if self.cases.can_act:
+                    self.case_sync = CaseSync(
+                        self.cases.service, self.cases.custody, clock=store.clock, interval=cfg.case_sync_seconds
+                    )
             else:
                 disabled = "this node has no message-signing key"
                 log.warning("node %s: no signing key at %s; envelopes will be refused", cfg.node_id, cfg.signing_key)
@@ -451,38 +459,6 @@ class NodeServer:
         if port == 0:
             raise ConfigError(f"cannot listen on {listen} (county.listen)")
         return server, f"{listen.rsplit(':', 1)[0]}:{port}"
-
-    @staticmethod
-    def _case_sync(
-        node: Node,
-        cases: CaseStore,
-        custody: CaseCustody,
-        signer: Ed25519Signer,
-        store: TrustStore,
-        profiles: Profiles,
-    ) -> CaseSync | None:
-        cfg = node.config
-        if not cfg.encryption_key.exists():
-            log.warning("node %s: no encryption key at %s; not applying case messages", cfg.node_id, cfg.encryption_key)
-            return None
-        private = read_encryption_key(cfg.encryption_key, passphrase_from_env())
-
-        def build() -> CaseService:  # a fresh directory snapshot each round
-            return CaseService(
-                node_id=cfg.node_id,
-                division=cfg.division,
-                store=cases,
-                keyring=node.keyring,
-                directory=store.current(),
-                encryption_key=private,
-                signer=signer,
-                profiles=profiles,
-                custody=custody,
-                wall_clock=store.clock,
-                supervisors=cfg.case_supervisors,
-            )
-
-        return CaseSync(build, custody, clock=store.clock, interval=cfg.case_sync_seconds)
 
     @staticmethod
     def _pullers(

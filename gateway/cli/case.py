@@ -39,11 +39,10 @@ from typing import Any
 from gateway import audit
 from gateway import config as config_mod
 from gateway.cases import codec
-from gateway.cases.custody_hook import CaseCustody
 from gateway.cases.lifecycle import CHINA
 from gateway.cases.service import TRANSFER_REASON, CaseService, Draft
-from gateway.cases.store import CaseStore
 from gateway.cases.types import EvidenceDocument, EvidenceKind
+from gateway.cases.wiring import CaseParts
 from gateway.cli.node import acting_keys, add_config_argument, config_path
 from gateway.errors import InputError, InvalidCase
 from gateway.exchange.purposes import load_profiles
@@ -57,31 +56,15 @@ def open_service(args: argparse.Namespace) -> Iterator[CaseService]:
     try:
         now = datetime.now(UTC)
         keys = acting_keys(cfg, now)
-        directory, signer = keys.directory, keys.signer
-        profiles = load_profiles()
-        store = CaseStore(node.engine, node.keyring)
-        custody = CaseCustody(
-            cases=store,
-            node_id=cfg.node_id,
-            engine=node.engine,
-            keyring=node.keyring,
-            signer=signer,
-            directory=lambda: directory,
-            profiles=profiles,
+        parts = CaseParts.build(
+            node,
+            signer=keys.signer,
+            encryption_key=keys.encryption_key,
+            directory=lambda: keys.directory,
+            profiles=load_profiles(),
             clock=_now,
         )
-        service = CaseService(
-            node_id=cfg.node_id,
-            division=cfg.division,
-            store=store,
-            keyring=node.keyring,
-            directory=directory,
-            encryption_key=keys.encryption_key,
-            signer=signer,
-            profiles=profiles,
-            custody=custody,
-            supervisors=cfg.case_supervisors,
-        )
+        service, custody = parts.service(), parts.custody
         summary = service.sync(now)
         for code, n in sorted(summary.refused.items()):
             print(f"refused {n} case message(s): {code}")
