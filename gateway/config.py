@@ -69,6 +69,13 @@ free port, printed in the node's ready line; set a fixed one for county systems 
     [county]
     listen = "127.0.0.1:7302"
 
+``[web] listen`` is where the web inbox for county staff (:mod:`gateway.web`) listens; empty (the
+default) serves none. Plain HTTP, so loopback only: staff reach it through the county's HTTPS reverse
+proxy (its session cookie is ``Secure``; browsers send it to ``https://`` or to ``localhost``)::
+
+    [web]
+    listen = "127.0.0.1:7380"
+
 A list from the environment is comma-separated (``TONGBAN_EXCHANGE_RELAYS=cq-hub,sc-hub``); a
 boolean is ``true``/``false`` (also ``1``/``0``, ``yes``/``no``); a table is ``KEY=VALUE`` pairs
 (``TONGBAN_CASES_SUPERVISORS=50=cq-supervision``).
@@ -118,6 +125,7 @@ _SCHEMA: dict[str, dict[str, type]] = {
     "matching": {"auto": float, "review": float, "margin": float},
     "cases": {"supervisors": dict},
     "county": {"listen": str},
+    "web": {"listen": str},
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "node": {"endpoint": ""},
@@ -153,6 +161,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "matching": {"auto": Thresholds.auto, "review": Thresholds.review, "margin": Thresholds.margin},
     "cases": {"supervisors": {}},
     "county": {"listen": "127.0.0.1:0"},
+    "web": {"listen": ""},
 }
 TRANSPORTS = ("direct", "relay")
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
@@ -195,6 +204,7 @@ class NodeConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     case_supervisors: Mapping[str, str] = field(default_factory=dict)  # division prefix -> supervising node
     county_listen: str = "127.0.0.1:0"  # the county API's own address (loopback; port 0: any free port)
+    web_listen: str = ""  # the web inbox's address (loopback); "" serves none
 
     @property
     def enrolled(self) -> bool:
@@ -368,6 +378,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
         thresholds=_matching(path, merged["matching"]),
         case_supervisors=_supervisors(path, merged["cases"]["supervisors"]),
         county_listen=merged["county"]["listen"],
+        web_listen=merged["web"]["listen"],
         **_exchange(path, merged["exchange"]),
     )
 

@@ -323,3 +323,44 @@ county_tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
+
+# --- the web inbox (gateway.web): staff accounts, one-time sign-in codes, sessions ------------------
+# Secrets are stored only as hashes: passwords with scrypt (salt and parameters in the string),
+# sign-in codes and session ids with domain-separated SHA-256 (they carry 256 random bits).
+web_staff = Table(
+    "web_staff",
+    metadata,
+    Column("staff_id", String(32), primary_key=True),  # ws- and 16 hex digits
+    Column("username", String(40), nullable=False, unique=True),
+    Column("display_name", String(40), nullable=False),
+    Column("role", String(32), nullable=False),  # registration_staff or case_officer
+    Column("division", String(6), nullable=False),  # the county whose cases the account may open
+    Column("password_hash", String(200), nullable=True),  # scrypt$…; NULL: sign in with a one-time code
+    Column("failed_count", Integer, nullable=False),  # failed sign-ins since the last success
+    Column("locked_until", DateTime(timezone=True), nullable=True),  # sign-in throttling
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+)
+
+web_signin_codes = Table(
+    "web_signin_codes",
+    metadata,
+    Column("code_hash", LargeBinary(32), primary_key=True),
+    Column("staff_id", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Index(None, "staff_id"),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("session_hash", LargeBinary(32), primary_key=True),
+    Column("staff_id", String(32), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),  # absolute limit
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),  # idle limit counts from here
+    Index(None, "staff_id"),
+)
