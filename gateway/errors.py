@@ -692,3 +692,38 @@ class PermissionTableInvalid(ConfigError):
 
     code = "permission_table_invalid"
     public_message = "the county permission table is not valid"
+
+
+# --- The web inbox (gateway.web) -------------------------------------------------------------------
+
+
+class WebError(GatewayError):
+    """A web inbox request was refused. Messages never echo a password, code, session id or any
+    personal data; the pages show their own Chinese text for each code."""
+
+    code = "web_error"
+    public_message = "the web inbox refused the request"
+    exit_code = 77
+
+
+class SignInRefused(WebError):
+    """Unknown user, wrong password or code, used or expired code, disabled account: one code for
+    all, so a visitor learns nothing about which."""
+
+    code = "signin_refused"
+    public_message = "the user name or the password / sign-in code is wrong"
+
+
+class SignInThrottled(WebError):
+    code = "signin_throttled"
+    public_message = "too many failed sign-ins: try again later"
+
+
+class SessionInvalid(WebError):
+    code = "session_invalid"
+    public_message = "not signed in, or the session has ended"
+
+
+class CsrfRefused(WebError):
+    code = "csrf_refused"
+    public_message = "the form was not sent by this inbox page (missing or wrong CSRF token)"

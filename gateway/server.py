@@ -80,8 +80,10 @@ from gateway.node import Node
 from gateway.trust.interceptor import PeerAuthInterceptor, authenticated_peer
 from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
 from gateway.trust.signing import Ed25519Signer
-from gateway.trust.store import TrustStore
+from gateway.trust.store import TrustStore, utc_now
 from gateway.trust.tls import TlsIdentity, server_credentials
+from gateway.web.app import WebInbox
+from gateway.web.server import WebServer
 from gateway.wire import custody_chain_from_wire, custody_chain_to_wire, node_info_to_wire
 
 log = logging.getLogger("tongban.server")
@@ -442,6 +444,11 @@ class NodeServer:
         host = cfg.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
         self._county_server, self.county_address = self._county(node, max_workers)
+        self.web: WebServer | None = None
+        if cfg.web_listen:
+            require_loopback(cfg.web_listen, setting="web.listen")
+            clock = self.trust.clock if self.trust is not None else utc_now
+            self.web = WebServer(WebInbox(node, self.cases, clock=clock), cfg.web_listen)
         self._county_health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._county_health, self._county_server)
 
@@ -487,6 +494,8 @@ class NodeServer:
     def start(self) -> None:
         self._server.start()
         self._county_server.start()
+        if self.web is not None:
+            self.web.start()
         for name in ("", COUNTY_SERVICE):
             self._county_health.set(name, health_pb2.HealthCheckResponse.SERVING)
         services = (*SERVICE_NAMES, RELAY_SERVICE) if self.relay is not None else SERVICE_NAMES
@@ -524,6 +533,8 @@ class NodeServer:
             self.delivery.stop(timeout=grace + 10.0)
         if self.trust is not None:
             self.trust.stop_refresher()
+        if self.web is not None:
+            self.web.stop()
         self._county_server.stop(grace).wait()
         self._server.stop(grace).wait()
         self.node.engine.dispose()
@@ -533,8 +544,8 @@ class NodeServer:
 def serve_forever(node: Node) -> int:
     """Run until SIGTERM or SIGINT; then drain and return 0.
 
-    Prints one JSON line ``{"event": "ready", "node": …, "address": …, "tls": true|false, "county": …}``
-    (``county``: the county API's address) on stdout
+    Prints one JSON line ``{"event": "ready", "node": …, "address": …, "tls": true|false, "county": …,
+    "web": …}`` (``county``: the county API's address; ``web``: the web inbox's, "" when off) on stdout
     once serving, so a supervisor (or the demo) learns the bound port when ``listen`` asks for port 0
     and whether to dial it with mutual TLS.
     """
@@ -554,6 +565,7 @@ def serve_forever(node: Node) -> int:
         "address": server.address,
         "tls": server.tls,
         "county": server.county_address,
+        "web": server.web.address if server.web is not None else "",
     }
     print(json.dumps(ready), flush=True)
     stop.wait()

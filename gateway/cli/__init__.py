@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         reconcile,
         roster,
         synth,
+        web,
     )
 
     parser = argparse.ArgumentParser(
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         case,
         custody,
         county,
+        web,
     ):
         module.register(groups)
     # Tools that sit beside the gateway (the operators' `keys` tool, the county-file adapters)
