@@ -15,7 +15,7 @@ accepted in their county, read-only. The interface is Chinese.
   token, compared in constant time, and a POST whose ``Origin`` header names another site is
   refused as well.
 * Every string that reaches a page goes through Jinja2's autoescaping; pages are sent with a strict
-  Content-Security-Policy (no inline script, no framing), ``nosniff``, ``no-referrer`` and
+  Content-Security-Policy (no inline script, no framing), ``nosniff``, ``Referrer-Policy: same-origin`` and
   ``Cache-Control: no-store``.
 * URLs carry case ids and document ids, never personal data; after an action the page redirects
   with the action's code only. Logs name the staff account id, the case id and the error code.
@@ -89,7 +89,7 @@ _SECURITY_HEADERS = [
         "base-uri 'none'",
     ),
     ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
+    ("Referrer-Policy", "same-origin"),  # "no-referrer" would make browsers send "Origin: null" on our own forms
     ("X-Frame-Options", "DENY"),
     ("Cache-Control", "no-store"),
 ]
@@ -249,7 +249,9 @@ class WebInbox:
         if path == "/signin":
             if method == "POST":
                 return self._sign_in(environ)
-            return self._sign_in_page(None)
+            return self._sign_in_page(None, environ)
+        if path == "/favicon.ico":
+            return Response(HTTPStatus.NOT_FOUND, b"", [("Content-Type", "text/plain")])
         if method not in ("GET", "POST"):
             return Response(405, b"", [("Allow", "GET, POST")])
         try:
@@ -354,8 +356,12 @@ class WebInbox:
 
     # --- sign-in --------------------------------------------------------------------------------------
 
-    def _sign_in_page(self, error: str | None, status: int = HTTPStatus.OK) -> Response:
-        pre = secrets.token_hex(32)
+    def _sign_in_page(self, error: str | None, environ: Mapping[str, Any], status: int = HTTPStatus.OK) -> Response:
+        # The pre-session token is kept while the browser has one: a second tab or a request the
+        # browser makes on its own must not invalidate the form already on the screen.
+        pre = self._cookies(environ).get(self.pre_cookie, "")
+        if not re.fullmatch(r"[0-9a-f]{64}", pre):
+            pre = secrets.token_hex(32)
         return self._page(
             status, "signin.html", None, error=error, csrf=pre, headers=[self._set_cookie(self.pre_cookie, pre)]
         )
@@ -364,25 +370,29 @@ class WebInbox:
         client = self._client(environ)
         if self._throttle.blocked(client):
             log.warning("web inbox: sign-in throttled for a client address")
-            return self._sign_in_page("登录失败次数过多，请稍后再试。", HTTPStatus.TOO_MANY_REQUESTS)
+            return self._sign_in_page("登录失败次数过多，请稍后再试。", environ, HTTPStatus.TOO_MANY_REQUESTS)
         form = self._read_form(environ)
         pre = self._cookies(environ).get(self.pre_cookie, "")
         token = (form or {}).get("csrf", [""])[0]
         if form is None or not pre or not self._same_origin(environ) or not secrets.compare_digest(token, pre):
-            return self._sign_in_page("登录页面已失效，请重新登录。", HTTPStatus.FORBIDDEN)
+            log.warning(
+                "web inbox: sign-in form refused (%s: form %s, pre-session cookie %s, same origin %s)",
+                CsrfRefused.code, form is not None, bool(pre), self._same_origin(environ),
+            )  # fmt: skip
+            return self._sign_in_page("登录页面已失效，请重新登录。", environ, HTTPStatus.FORBIDDEN)
         username, secret = form.get("username", [""])[0], form.get("secret", [""])[0]
         if len(username) > 40 or len(secret) > 200:
             self._throttle.failed(client)
-            return self._sign_in_page("用户名或密码（一次性登录码）错误。", HTTPStatus.UNAUTHORIZED)
+            return self._sign_in_page("用户名或密码（一次性登录码）错误。", environ, HTTPStatus.UNAUTHORIZED)
         try:
             session = accounts.sign_in(self._node.engine, username, secret, now=self._clock())
         except SignInThrottled:
             self._throttle.failed(client)
-            return self._sign_in_page("登录失败次数过多，账号已暂时锁定，请稍后再试。", HTTPStatus.TOO_MANY_REQUESTS)
+            return self._sign_in_page("登录失败次数过多，账号已暂时锁定，请稍后再试。", environ, HTTPStatus.TOO_MANY_REQUESTS)
         except SignInRefused:
             self._throttle.failed(client)
             log.info("web inbox: sign-in refused (%s)", SignInRefused.code)
-            return self._sign_in_page("用户名或密码（一次性登录码）错误。", HTTPStatus.UNAUTHORIZED)
+            return self._sign_in_page("用户名或密码（一次性登录码）错误。", environ, HTTPStatus.UNAUTHORIZED)
         log.info("web inbox: %s signed in", session.staff.staff_id)
         response = self._redirect("/inbox")
         response.headers.append(self._set_cookie(self.cookie, session.session_id))
