@@ -388,7 +388,8 @@ class WebInbox:
             session = accounts.sign_in(self._node.engine, username, secret, now=self._clock())
         except SignInThrottled:
             self._throttle.failed(client)
-            return self._sign_in_page("登录失败次数过多，账号已暂时锁定，请稍后再试。", environ, HTTPStatus.TOO_MANY_REQUESTS)
+            locked = "登录失败次数过多，账号已暂时锁定，请稍后再试。"
+            return self._sign_in_page(locked, environ, HTTPStatus.TOO_MANY_REQUESTS)
         except SignInRefused:
             self._throttle.failed(client)
             log.info("web inbox: sign-in refused (%s)", SignInRefused.code)
