@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck proto proto-check divisions divisions-check ci clean bench
+.PHONY: demo test lint typecheck proto proto-check divisions divisions-check ci clean bench browser-deps screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,21 @@ bench: $(VENV)/.installed-run
 	$(BIN)/python -m bench.exchange $(BENCH_ARGS) $(EXCHANGE_ARGS)
 	$(BIN)/python -m bench.matching $(BENCH_ARGS) $(MATCHING_ARGS)
 	$(BIN)/python -m bench.readme_table
+
+# Headless Chromium, its driver and CJK fonts for the web inbox's browser tests (Debian packages;
+# .ci/run calls this). Without them tests/test_web_browser.py skips, unless TONGBAN_REQUIRE_BROWSER=1.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && fc-list :lang=zh | grep -q .; then \
+	  echo "chromium, chromedriver and CJK fonts present"; \
+	else \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium chromium-driver fonts-noto-cjk \
+	    || (apt-get update -q && apt-get install -y -q chromium chromium-driver fonts-noto-cjk); \
+	fi
+
+# Refresh docs/img/inbox.png and docs/img/case.png: the browser test saves them as it goes.
+screenshots: $(VENV)/.installed-test browser-deps
+	TONGBAN_REQUIRE_BROWSER=1 TONGBAN_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_web_browser.py
 
 ci:
 	.ci/run
