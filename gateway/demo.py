@@ -19,8 +19,12 @@ The story so far:
    each chain is verified offline with ``tongban custody verify`` after every step.
 7. **Revocation.** 贵州省 revokes its node; after the next directory refresh the other nodes refuse
    its connections (after its case is decided: a revoked node can never act again).
+8. **The web inbox.** 两江新区 accepts one more application for a child registered in 南部县; 南部县's
+   operator creates a staff account (``tongban web staff add``), the demo checks over HTTP that the
+   case is in the inbox, and prints the inbox's address with a one-time sign-in code
+   (``tongban demo --serve`` keeps the nodes running to use it).
 
-Each later capability (the county API, a web inbox) extends this story.
+Each later capability extends this story.
 ``gateway`` never imports the ``keys`` package: the demo drives it through the command line's
 entry points, as an operator would.
 """
@@ -30,8 +34,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -212,10 +218,11 @@ class RunningNode:
     process: subprocess.Popen[str]
     address: str
     tls: bool
+    web: str = ""  # the web inbox's address ("" when off)
 
 
-def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str], str, bool]:
-    """Start ``tongban node serve`` and wait for its ready line (address and TLS mode)."""
+def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str], str, bool, str]:
+    """Start ``tongban node serve`` and wait for its ready line (address, TLS mode, web inbox address)."""
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
         [sys.executable, "-m", "gateway", "node", "serve", "--config", str(cfg_path)],
         stdout=subprocess.PIPE,
@@ -227,6 +234,8 @@ def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str]
             "TONGBAN_TRUST_REFRESH_SECONDS": str(REFRESH_SECONDS),
             # The demo's nodes apply received case messages twice a second (operators: a few seconds).
             "TONGBAN_EXCHANGE_CASE_SYNC_SECONDS": str(CASE_SYNC_SECONDS),
+            # Each node serves its web inbox on a free loopback port (printed in the ready line).
+            "TONGBAN_WEB_LISTEN": "127.0.0.1:0",
         },
     )
     assert proc.stdout is not None
@@ -240,7 +249,7 @@ def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str]
         except ValueError:
             continue
         if event.get("event") == "ready":
-            return proc, str(event["address"]), bool(event.get("tls"))
+            return proc, str(event["address"]), bool(event.get("tls")), str(event.get("web", ""))
     proc.kill()
     raise DemoFailed(f"node with config {cfg_path} did not start")
 
@@ -366,8 +375,8 @@ def _exchange(w: Any, running: list[RunningNode], callers: dict[str, Caller], pe
             w(f"   {sender:<14} → {r.peer:<14} {r.notices:>4} notices in {r.batches} signed batch(es) + manifest, "
               "queued (committed before the call returns)\n")  # fmt: skip
     time.sleep(2)
-    proc, address, _tls = _start(crashed.node.config.path)
-    crashed.process, crashed.address = proc, address
+    proc, address, _tls, web = _start(crashed.node.config.path)
+    crashed.process, crashed.address, crashed.web = proc, address, web
     w(f"   {RESTARTED} restarted; the senders' delivery workers retry with back-off until it answers\n")
     senders = [by_id["cq-liangjiang"].node, by_id["sc-nanbu"].node]
     _wait_delivered(senders)
@@ -484,22 +493,25 @@ def _pdf(title: str, seed: str) -> bytes:
     )
 
 
-def _applications(node: Node, period: str, base: Path) -> dict[str, Path]:
-    """Two application files (the documented JSON layout of `tongban case accept`) for migrant
-    children living in 两江新区: one registered in 南部县 (orphan recognition), one in 织金县
-    (living subsidy for a disabled child of a 低保 family). Synthetic carers, accounts and PDFs."""
+def _applications(
+    node: Node, period: str, base: Path, story: Sequence[tuple[str, str]] = CASE_STORY, *, skip: int = 0
+) -> dict[str, Path]:
+    """Application files (the documented JSON layout of `tongban case accept`) for migrant children
+    living in 两江新区: by default one registered in 南部县 (orphan recognition), one in 织金县
+    (living subsidy for a disabled child of a 低保 family); ``skip`` passes over that many children
+    (another application, another child). Synthetic carers, accounts and PDFs."""
     from gateway.domain.records import Disability, DisabilityCategory
 
     folder = base / "cases"
     folder.mkdir(exist_ok=True)
     files: dict[str, Path] = {}
-    for registration_node, programme in CASE_STORY:
+    for registration_node, programme in story:
         division = next(n.division for n in DEMO_NODES if n.node_id == registration_node)
-        record = next(
-            (r for r in node.children.iter_period(period, kind=ChildKind.MIGRANT, registration_division=division)
-             if r.id_number and r.residence_division == "500157"),
-            None,
+        candidates = (
+            r for r in node.children.iter_period(period, kind=ChildKind.MIGRANT, registration_division=division)
+            if r.id_number and r.residence_division == "500157"
         )  # fmt: skip
+        record = next(itertools.islice(candidates, skip, None), None)
         if record is None or record.id_number is None:
             raise DemoFailed(f"no migrant child of {division} living in 两江新区 to apply for")
         application: dict[str, Any]
@@ -525,13 +537,13 @@ def _applications(node: Node, period: str, base: Path) -> dict[str, Path]:
             }  # fmt: skip
         items = []
         for document_id, kind in evidence:
-            pdf = folder / f"{programme}-{document_id}.pdf"
+            pdf = folder / f"{programme}{skip or ''}-{document_id}.pdf"
             pdf.write_bytes(_pdf(kind, record.record_id))
             items.append({"document_id": document_id, "kind": kind, "file": pdf.name})
         application["evidence"] = items
         child = {"id_number": record.id_number, "name": record.name, "registration_division": division,
                  "ref": record.record_id}  # fmt: skip
-        path = folder / f"{programme}.json"
+        path = folder / f"{programme}{skip or ''}.json"
         path.write_text(json.dumps({"child": child, "application": application}, ensure_ascii=False), encoding="utf-8")
         path.chmod(0o600)
         files[registration_node] = path
@@ -701,6 +713,99 @@ def _cases(w: Any, running: list[RunningNode], callers: dict[str, Caller], perio
         summary.append({"id": c.case_id, "type": c.programme, "state": status, "holder": c.holder,
                         "chain_verified": c.verified})  # fmt: skip
     return {"cases": summary, "chains": {c.case_id: str(stage.chains / f"{c.case_id}.json") for c in cases}}
+
+
+INBOX_NODE = "sc-nanbu"
+INBOX_USER = "nb.zhang"
+
+
+def _web(config: Path, *args: str) -> str:
+    """Run ``tongban web …`` in-process on a node's configuration, as its operator would."""
+    status, printed = _tongban("web", *args, "--config", config)
+    if status != 0:
+        raise DemoFailed(f"`tongban web {' '.join(args[:2])}` exited {status}")
+    return printed
+
+
+def _code_of(printed: str) -> str:
+    match = re.search(r"one-time sign-in code: ([A-Z0-9-]{19})", printed)
+    if match is None:
+        raise DemoFailed("`tongban web code` printed no code")
+    return match.group(1)
+
+
+def _inbox_check(address: str, user: str, code: str) -> dict[str, str]:
+    """Sign in to a web inbox over HTTP with a one-time code, as a browser would (pre-session cookie,
+    CSRF token), read the inbox and sign out. Returns each listed case id with its due date."""
+    import http.client
+    from urllib.parse import urlencode
+
+    host, port = address.rsplit(":", 1)
+    cookies: dict[str, str] = {}
+
+    def call(method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, str]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        headers = {"Host": address, "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+        body = None
+        if form is not None:
+            body = urlencode(form).encode()
+            headers |= {"Content-Type": "application/x-www-form-urlencoded", "Origin": f"http://{address}"}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        page = response.read().decode("utf-8", "replace")
+        for raw in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = raw.partition("=")
+            cookies[name] = rest.split(";", 1)[0]
+        conn.close()
+        return response.status, page
+
+    def csrf(page: str) -> str:
+        match = re.search(r'name="csrf" value="([0-9a-f]{64})"', page)
+        if match is None:
+            raise DemoFailed("the web inbox page carries no CSRF token")
+        return match.group(1)
+
+    _, page = call("GET", "/signin")
+    status, _ = call("POST", "/signin", {"csrf": csrf(page), "username": user, "secret": code})
+    if status != 303:
+        raise DemoFailed(f"signing in to the web inbox answered {status}")
+    status, page = call("GET", "/inbox")
+    if status != 200:
+        raise DemoFailed(f"the web inbox answered {status}")
+    rows = re.findall(r'data-case="([0-9a-f-]{36})">\s*<td>([^<]*)<', page)
+    call("POST", "/signout", {"csrf": csrf(page)})
+    return dict(rows)
+
+
+def _inbox_step(
+    w: Any, running: list[RunningNode], callers: dict[str, Caller], period: str, base: Path
+) -> dict[str, Any]:
+    """Step 8: a case waiting in 南部县's web inbox, and a one-time sign-in for its staff."""
+    w(f"\n8. County staff: {INBOX_NODE}'s web inbox (跨省通办收件箱). {RESIDENCE} accepts one more\n"
+      "   orphan-recognition application; 南部县's staff find it in their inbox, by due date,\n"
+      "   and act on it there\n")  # fmt: skip
+    by_id = {r.spec.node_id: r for r in running}
+    cfg = {n: by_id[n].node.config.path for n in by_id}
+    files = _applications(by_id[RESIDENCE].node, period, base, ((INBOX_NODE, "orphan"),), skip=1)
+    case_id = _case(RESIDENCE, cfg[RESIDENCE], "accept", files[INBOX_NODE]).split()[1]
+    CaseStage(w, by_id, callers, base).wait([DemoCase(case_id, "orphan", INBOX_NODE)], {case_id: INBOX_NODE})
+    w(f"   8a {RESIDENCE} `tongban case accept`: case {case_id[:8]} received by {INBOX_NODE}'s server\n")
+    inbox_cfg = cfg[INBOX_NODE]
+    _web(inbox_cfg, "staff", "add", INBOX_USER, "--name", "南部县民政局 张科员", "--role", "registration_staff")
+    _web(inbox_cfg, "staff", "add", "demo.check", "--name", "演示检查", "--role", "registration_staff")
+    web = by_id[INBOX_NODE].web
+    listed = _inbox_check(web, "demo.check", _code_of(_web(inbox_cfg, "code", "demo.check")))
+    if case_id not in listed:
+        raise DemoFailed("the new case is not in the registration county's web inbox")
+    w(f"   8b `tongban web staff add {INBOX_USER} --role registration_staff`; the demo signs in with an account\n"
+      f"      of its own over HTTP (one-time code, CSRF token): the inbox lists {len(listed)} open case(s),\n"
+      f"      case {case_id[:8]} due {listed[case_id]}\n")  # fmt: skip
+    code = _code_of(_web(inbox_cfg, "code", INBOX_USER))
+    url = f"http://{web}/"
+    w(f"   8c the inbox for 南部县's staff: {url}\n"
+      f"      sign in as {INBOX_USER} with the one-time code {code} (valid 24 hours, once);\n"
+      "      run `tongban demo --serve` (make demo DEMO_ARGS=--serve) to keep the nodes up and open it\n")  # fmt: skip
+    return {"url": url, "user": INBOX_USER, "case": case_id, "listed": sorted(listed)}
 
 
 def _sealed_check(node: Node, period: str, sample: int = 50) -> dict[str, Any]:
@@ -876,8 +981,8 @@ def run(
         try:
             for spec_node, node in nodes:
                 node.engine.dispose()  # the server process opens its own connections
-                proc, address, tls = _start(node.config.path)
-                running.append(RunningNode(spec_node, node, proc, address, tls))
+                proc, address, tls, web = _start(node.config.path)
+                running.append(RunningNode(spec_node, node, proc, address, tls, web))
             callers = {r.spec.node_id: Caller(r.node.config) for r in running}
             calls: list[dict[str, str]] = []
             for r in running:
@@ -938,6 +1043,9 @@ def run(
                 raise DemoFailed("a revoked node was not refused after the directory refresh")
             still = callers["cq-liangjiang"].call_info("sc-nanbu")
             w(f"   {'cq-liangjiang':<14} → {'sc-nanbu':<14} {still}\n")
+            # --- 8. the web inbox ---------------------------------------------------------------
+            summary["inbox"] = _inbox_step(w, running, callers, period.label, base)
+
             summary["mtls"] = calls
             summary["trust"] = {
                 "root": {"version": 1, "keys": 3, "threshold": 2},
@@ -948,7 +1056,7 @@ def run(
             if json_path is not None:
                 json_path.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
             if serve:
-                w("\nNodes are serving; press Ctrl-C to stop them.\n")
+                w(f"\nNodes are serving; the web inbox is at {summary['inbox']['url']} — press Ctrl-C to stop.\n")
                 out.flush()
                 try:
                     while all(r.process.poll() is None for r in running):
@@ -960,6 +1068,6 @@ def run(
                 _stop(r.process)
         w(
             "\nNodes stopped gracefully (SIGTERM). "
-            "Next in the story: the county API and a web inbox for registration-place staff.\n"
+            "Next in the story: operations (deployment, metrics, scale-out on PostgreSQL).\n"
         )
     return summary

@@ -111,6 +111,12 @@ def test_demo_tells_the_story_and_writes_json(tmp_path: Path) -> None:
     assert "holder: sc-nanbu (verified offline: yes)" in done.stdout
     assert "holder: gz-zhijin (verified offline: yes)" in done.stdout
     assert done.stdout.index("6. Cases") < done.stdout.index("7. Revocation")
+    # The web inbox: the registration county's staff find the new case there (checked over HTTP).
+    inbox = summary["inbox"]
+    assert inbox["url"].startswith("http://127.0.0.1:")
+    assert inbox["user"] == "nb.zhang"
+    assert inbox["case"] in inbox["listed"]
+    assert "code" not in inbox, "the one-time code is printed for the reader, never kept in the JSON"
     assert summary["trust"]["directory_version"] == 2
     assert summary["trust"]["root"] == {"version": 1, "keys": 3, "threshold": 2}
     assert "mutual TLS" in done.stdout
