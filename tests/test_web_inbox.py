@@ -299,3 +299,25 @@ def test_no_url_of_the_inbox_carries_personal_data(site: Site) -> None:
     assert urls
     assert all(re.fullmatch(r"[/A-Za-z0-9._:?=-]*", u) for u in urls)
     assert not any(site.child_id in u or site.child_name in u for u in urls)
+
+
+def test_the_node_serves_its_inbox_on_web_listen_and_only_on_loopback(tmp_path: Path) -> None:
+    from gateway import config
+    from gateway.errors import ConfigError
+    from gateway.server import NodeServer
+
+    cfg = init_node(tmp_path / "nb", node_id="sc-nanbu", division="511321", listen="127.0.0.1:0")
+    with cfg.path.open("a", encoding="utf-8") as f:
+        f.write('\n[web]\nlisten = "127.0.0.1:0"\n')
+    server = NodeServer(open_node(config.load(cfg.path)))
+    server.start()
+    try:
+        assert server.web is not None
+        status, headers, page = Client(server.web.address).request("GET", "/signin")
+        assert status == 200
+        assert "工作人员登录" in page
+        assert "__Host-tongban-pre-sc-nanbu=" in headers["set-cookie"]
+    finally:
+        server.stop(grace=0)
+    with pytest.raises(ConfigError, match=r"web\.listen"):
+        NodeServer(open_node(config.load(cfg.path, environ={"TONGBAN_WEB_LISTEN": "0.0.0.0:0"})))
