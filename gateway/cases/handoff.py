@@ -350,6 +350,18 @@ def pending_rows(conn: Connection) -> list[Row[Any]]:
     return list(conn.execute(query))
 
 
+def claim(conn: Connection, message_id: str) -> bool:
+    """Lock one unprocessed inbox row for the caller's transaction (``FOR UPDATE SKIP LOCKED`` on
+    PostgreSQL): ``False`` when another process of this node is applying it or already has. Several
+    gateway processes of one node share the inbox this way and never apply a message twice."""
+    query = (
+        select(inbox.c.message_id)
+        .where(inbox.c.message_id == message_id, inbox.c.processed_at.is_(None))
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(query).first() is not None
+
+
 def mark_processed(conn: Connection, message_id: str, now: datetime) -> None:
     conn.execute(update(inbox).where(inbox.c.message_id == message_id).values(processed_at=now))
 

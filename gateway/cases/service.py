@@ -595,6 +595,8 @@ class CaseService:
                 message_id = str(row.message_id)
                 try:
                     with self.store.engine.begin() as conn:
+                        if not handoff.claim(conn, message_id):
+                            continue  # another process of this node applies (or applied) it
                         received = handoff.open_inbox_row(opener, row)
                         self._dispatch(conn, received, now, summary)
                         handoff.mark_processed(conn, message_id, now)
@@ -604,6 +606,8 @@ class CaseService:
                 except (CaseError, InputError, SealedPayloadRefused) as exc:
                     # Rolled back: nothing of it stays. Marked processed apart, so it is not retried.
                     with self.store.engine.begin() as conn:
+                        if not handoff.claim(conn, message_id):
+                            continue
                         handoff.mark_processed(conn, message_id, now)
                     summary.refused[exc.code] = summary.refused.get(exc.code, 0) + 1
                     log.warning("case message %s from %s refused (%s)", message_id, row.sender, exc.code)

@@ -283,9 +283,15 @@ class CaseStore:
         ).first()
         if exists is not None:
             return False
-        conn.execute(
-            insert(case_alerts).values(case_id=case_id, step=step, due=due, province=province, raised_at=_utc(now))
-        )
+        try:
+            with conn.begin_nested():  # another process of this node may raise it at the same moment
+                conn.execute(
+                    insert(case_alerts).values(
+                        case_id=case_id, step=step, due=due, province=province, raised_at=_utc(now)
+                    )
+                )
+        except IntegrityError:
+            return False
         return True
 
     # --- reading ----------------------------------------------------------------------------------
