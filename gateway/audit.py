@@ -62,7 +62,9 @@ class Action(StrEnum):
     READ = "read"  # personal data was read by a county system or an operator
     COUNTY_TOKEN_CREATED = "county_token_created"  # noqa: S105 - an action name: a token was created
     COUNTY_TOKEN_REVOKED = "county_token_revoked"  # noqa: S105 - an action name: a token was revoked
-    COUNTY_DENIED = "county_denied"  # a county API call refused by the permission table (actor: token id)
+    COUNTY_DENIED = "county_denied"  # a county API call refused (actor: the caller's id, or "anonymous")
+    COUNTY_CERT_ISSUED = "county_cert_issued"  # a county API client certificate was issued
+    COUNTY_CERT_REVOKED = "county_cert_revoked"  # a county API client certificate was revoked
 
 
 @dataclass(frozen=True)

@@ -2,26 +2,43 @@
 
 ::
 
-    from gateway.client import CountyClient
+    from gateway.client import ClientCertificate, CountyClient
 
     with CountyClient("127.0.0.1:7302", token) as county:   # token from `tongban county token create`
         print(county.node_info().node_id)
         for item in county.case_inbox():
             print(item.case_id, item.status, item.due, "OVERDUE" if item.overdue else "")
 
-Every call has a deadline (``timeout`` seconds). A call answered ``UNAVAILABLE`` (the node
-restarting, its database briefly away) is retried with exponential back-off, at most ``attempts``
-times in all; every other status is final and raised as the ``grpc.RpcError`` it is — in particular
-``UNAUTHENTICATED`` (no, an unknown or a revoked token) and ``PERMISSION_DENIED`` (the token's role
-may not make the call; the node audits it). The token travels as ``authorization: Bearer <token>``
-metadata and is never logged or put in an error by this client.
+    # A node in mutual-TLS mode ([county] tls = true), with a certificate from `tongban county cert issue`:
+    with CountyClient("127.0.0.1:7302", certificate=ClientCertificate.load("/etc/county-api")) as county:
+        ...
 
-The county API listens on loopback (``[county] listen``), so the channel is plaintext.
+**Deadlines and retries.** Every call has a deadline (``timeout`` seconds; ``submit_roster`` may be
+given a longer one). The reads — every call but ``submit_roster`` and the case actions — are
+idempotent: answered ``UNAVAILABLE`` (the node restarting, its database briefly away) or
+``DEADLINE_EXCEEDED`` (a slow answer), they are retried with exponential back-off, at most
+``attempts`` times in all (:func:`retryable` is the rule). ``submit_roster`` and the case actions
+are **never** retried: a roster stream that failed stored nothing (and a repeated record is refused
+``ALREADY_EXISTS``), and an action that timed out may have been taken — read the case before acting
+again. Every other status is final and raised as the ``grpc.RpcError`` it is — in particular
+``UNAUTHENTICATED`` (no, an unknown or a revoked token or certificate), ``PERMISSION_DENIED`` (the
+role may not make the call; the node audits it), ``INVALID_ARGUMENT``, ``NOT_FOUND`` (also for a case
+outside the caller's division scope) and ``FAILED_PRECONDITION`` (the case's state, side or custody
+does not allow the action, or the node cannot act on cases).
+
+**Credentials.** A token travels as ``authorization: Bearer <token>`` metadata over the plaintext
+loopback listener (the default) and is never logged or put in an error by this client. A
+:class:`ClientCertificate` makes the channel mutual TLS, trusting only the node's county CA and
+expecting the server name the certificate names (``<node>.county.tongban``), whatever address is
+dialled; a token may be sent as well (its role then applies).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -29,33 +46,88 @@ import grpc
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 from tongban.v1 import common_pb2, county_pb2, county_pb2_grpc
 
+from gateway.cases import lifecycle as lc
 from gateway.cases.service import InboxItem
+from gateway.cases.types import EvidenceKind
+from gateway.county import certs
 from gateway.county import wire as cw
-from gateway.county.wire import AuditLine, DeadLetter
+from gateway.county.views import CaseActionKind, CaseCommand, CaseDetail, CustodySummary, MatchLine
+from gateway.county.wire import AuditLine, DeadLetter, RosterOutcome
+from gateway.domain.records import ChildRecord
+from gateway.errors import KeyFileError
 from gateway.reconcile.findings import Finding
 from gateway.wire import NodeDescription, node_info_from_wire
 
 T = TypeVar("T")
 
+#: The statuses a read is retried on: the node was unreachable or slow, and asking again is safe.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
-def _unavailable(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+
+def retryable(exc: BaseException) -> bool:
+    """Whether a failed *idempotent* call is tried again (see the module docstring)."""
+    return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """A client certificate of a node's county CA, its key and the CA certificate (PEM)."""
+
+    certificate_pem: bytes
+    ca_pem: bytes
+    key_pem: bytes = field(repr=False)
+
+    @classmethod
+    def load(cls, directory: Path | str) -> ClientCertificate:
+        """Read what ``tongban county cert issue --out DIR`` wrote (``KeyFileError`` if a file is missing)."""
+        d = Path(directory)
+        try:
+            return cls(
+                (d / certs.CLIENT_CERT).read_bytes(),
+                (d / certs.CA_CERT).read_bytes(),
+                (d / certs.CLIENT_KEY).read_bytes(),
+            )
+        except OSError:
+            raise KeyFileError(f"cannot read the client certificate, its key or the CA certificate in {d}") from None
+
+    @property
+    def server_name(self) -> str:
+        """The name the node's county listener must present: ``<node id>.county.tongban``."""
+        return certs.server_name(certs.node_of(self.certificate_pem))
 
 
 class CountyClient:
     """Typed calls to the county API (see the module docstring)."""
 
     def __init__(
-        self, address: str, token: str, *, timeout: float = 10.0, attempts: int = 4, backoff: float = 0.2
+        self,
+        address: str,
+        token: str | None = None,
+        *,
+        certificate: ClientCertificate | None = None,
+        timeout: float = 10.0,
+        attempts: int = 4,
+        backoff: float = 0.2,
     ) -> None:
         if attempts < 1 or timeout <= 0:
             raise ValueError("attempts must be at least 1 and timeout positive")
-        self._channel = grpc.insecure_channel(address)
+        if token is None and certificate is None:
+            raise ValueError("give an API token, a client certificate, or both")
+        if certificate is None:
+            self._channel = grpc.insecure_channel(address)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=certificate.ca_pem,
+                private_key=certificate.key_pem,
+                certificate_chain=certificate.certificate_pem,
+            )
+            options = [("grpc.ssl_target_name_override", certificate.server_name)]
+            self._channel = grpc.secure_channel(address, credentials, options=options)
         self._stub = county_pb2_grpc.CountyStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
         self._retrying = retry(
-            retry=retry_if_exception(_unavailable),
+            retry=retry_if_exception(retryable),
             stop=stop_after_attempt(attempts),
             wait=wait_exponential(multiplier=backoff, max=5.0),
             reraise=True,
@@ -94,6 +166,87 @@ class CountyClient:
         request = county_pb2.AuditTailRequest(n=n)
         reply = self._call(lambda: self._stub.AuditTail(request, timeout=self._timeout, metadata=self._metadata))
         return [cw.audit_line_from_wire(e) for e in reply.entries]
+
+    # --- rosters and matches ---------------------------------------------------------------------
+
+    def submit_roster(
+        self,
+        period: str,
+        records: Iterable[ChildRecord],
+        *,
+        all_or_nothing: bool = False,
+        timeout: float | None = None,
+    ) -> RosterOutcome:
+        """Import ``records`` as the roster of ``period`` (role ``county_system``): streamed, validated
+        like ``tongban roster import``; rejected rows come back by position, code and reason. Never
+        retried: a stream that fails part-way stored nothing and may simply be sent again (a
+        repeated record id is refused, ``ALREADY_EXISTS``, so nothing is ever stored twice).
+        ``timeout`` (default: the client's) covers the whole stream."""
+
+        def requests() -> Iterator[county_pb2.SubmitRosterRequest]:
+            yield cw.roster_header_to_wire(period, all_or_nothing=all_or_nothing)
+            for record in records:
+                yield cw.roster_row_to_wire(record)
+
+        reply = self._stub.SubmitRoster(requests(), timeout=timeout or self._timeout, metadata=self._metadata)
+        return cw.roster_outcome_from_wire(reply)
+
+    def list_matches(self, period: str) -> list[MatchLine]:
+        """The matched and review links of ``period``: references, bands, per-field agreement."""
+        request = county_pb2.ListMatchesRequest(period=period)
+        replies = self._call(
+            lambda: list(self._stub.ListMatches(request, timeout=self._timeout, metadata=self._metadata))
+        )
+        return [cw.match_line_from_wire(m) for m in replies]
+
+    # --- cases and custody ------------------------------------------------------------------------
+
+    def get_case(self, case_id: str) -> CaseDetail:
+        """A case's states, clocks, documents (metadata), history and custody holder; no names."""
+        request = county_pb2.GetCaseRequest(case_id=case_id)
+        reply = self._call(lambda: self._stub.GetCase(request, timeout=self._timeout, metadata=self._metadata))
+        return cw.case_detail_from_wire(reply)
+
+    def get_custody(self, case_id: str) -> CustodySummary:
+        """The node's view of the case's custody chain: holder, pending offer, events."""
+        request = county_pb2.GetCustodyRequest(case_id=case_id)
+        reply = self._call(lambda: self._stub.GetCustody(request, timeout=self._timeout, metadata=self._metadata))
+        return cw.custody_summary_from_wire(reply)
+
+    def case_action(self, command: CaseCommand) -> lc.Status:
+        """Take one action on a case; returns the case's state after it. Never retried (an action
+        is not idempotent: on ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED`` read the case with
+        :meth:`get_case` before acting again)."""
+        request = cw.case_command_to_wire(command)
+        reply = self._stub.CaseAction(request, timeout=self._timeout, metadata=self._metadata)
+        return cw.case_state_from_wire(reply)
+
+    def request_material(self, case_id: str, items: Sequence[EvidenceKind], *, note: str = "") -> lc.Status:
+        """一次性告知: the registration place requests the missing material, once and in full."""
+        return self.case_action(CaseCommand(case_id, CaseActionKind.REQUEST_MATERIAL, items=tuple(items), note=note))
+
+    def first_review(self, case_id: str) -> lc.Status:
+        return self.case_action(CaseCommand(case_id, CaseActionKind.FIRST_REVIEW))
+
+    def approve(self, case_id: str, payment_month: date) -> lc.Status:
+        """Approve; payment starts in the month of ``payment_month``."""
+        month = payment_month.replace(day=1)
+        return self.case_action(CaseCommand(case_id, CaseActionKind.APPROVE, payment_month=month))
+
+    def reject(self, case_id: str, reason_code: str, text: str) -> lc.Status:
+        return self.case_action(CaseCommand(case_id, CaseActionKind.REJECT, reason_code=reason_code, text=text))
+
+    def return_case(self, case_id: str, reason_code: str, text: str) -> lc.Status:
+        return self.case_action(CaseCommand(case_id, CaseActionKind.RETURN, reason_code=reason_code, text=text))
+
+    def notify_applicant(self, case_id: str) -> lc.Status:
+        return self.case_action(CaseCommand(case_id, CaseActionKind.NOTIFY_APPLICANT))
+
+    def close_case(self, case_id: str) -> lc.Status:
+        return self.case_action(CaseCommand(case_id, CaseActionKind.CLOSE))
+
+    def withdraw(self, case_id: str) -> lc.Status:
+        return self.case_action(CaseCommand(case_id, CaseActionKind.WITHDRAW))
 
     def close(self) -> None:
         self._channel.close()

@@ -5,6 +5,10 @@ Each record is checked in a fixed order; a record that fails becomes a :class:`R
 its position, a stable error code and a public reason — never the offending value. Accepted
 records are stored in one transaction, so an intake either lands whole or not at all.
 
+``all_or_nothing`` stores nothing at all when any record is rejected (the summary then says
+``stored=False``); the command line's ``--all-or-nothing`` and the county API's ``SubmitRoster``
+both use it.
+
 Checks, in order:
 
 1. the ID number, when present, is a valid GB 11643 number whose prefix is a division code that
@@ -42,6 +46,7 @@ class IntakeSummary:
     by_kind: dict[ChildKind, int]
     rerouted: int
     rejections: tuple[Rejection, ...] = field(default=())
+    stored: bool = True  # False: nothing was stored (all_or_nothing and a record was rejected)
 
     @property
     def rejected(self) -> int:
@@ -69,6 +74,10 @@ def validate(record: ChildRecord, table: DivisionTable, *, today: date) -> tuple
     return record, rerouted
 
 
+class _RolledBack(Exception):
+    """Raised inside the stored stream to roll its transaction back (``all_or_nothing``)."""
+
+
 def intake(
     repo: ChildRepository,
     records: Iterable[ChildRecord | InputError],
@@ -76,11 +85,14 @@ def intake(
     period: str,
     table: DivisionTable,
     today: date,
+    all_or_nothing: bool = False,
 ) -> IntakeSummary:
     """Validate every record, store the valid ones atomically, and summarise.
 
     A reader that cannot even build a record from a row passes the :class:`InputError` instead,
-    so that the row keeps its position and is reported like any other rejection.
+    so that the row keeps its position and is reported like any other rejection. With
+    ``all_or_nothing``, a single rejection rolls the whole intake back: the summary lists the
+    rejections, with nothing accepted and ``stored=False``.
     """
     rejections: list[Rejection] = []
     by_kind = dict.fromkeys(ChildKind, 0)
@@ -100,6 +112,11 @@ def intake(
             rerouted += moved
             by_kind[good.kind] += 1
             yield good
+        if all_or_nothing and rejections:
+            raise _RolledBack  # inside add_many's transaction: nothing of this intake is stored
 
-    accepted = repo.add_many(valid(), period=period)
+    try:
+        accepted = repo.add_many(valid(), period=period)
+    except _RolledBack:
+        return IntakeSummary(period, 0, dict.fromkeys(ChildKind, 0), 0, tuple(rejections), stored=False)
     return IntakeSummary(period, accepted, by_kind, rerouted, tuple(rejections))

@@ -2,11 +2,12 @@
 
 One node serves on 127.0.0.1 for the whole module, with one API token per role. The table
 :data:`EXPECTED` is written out here on purpose — it restates ``gateway/data/county_permissions.toml``
-so that changing a permission means changing a test a reviewer reads. Allowed calls answer OK (or
-the call's own error); denied calls answer ``PERMISSION_DENIED`` and leave an audit entry
+so that changing a permission means changing a test a reviewer reads, and a call added to the
+service without a row here fails the suite. Allowed calls answer OK (or the call's own error,
+:data:`ALLOWED_ANSWER`); denied calls answer ``PERMISSION_DENIED`` and leave an audit entry
 ``county_denied`` naming the token's id (never the token). No token, a malformed, unknown or revoked
-one: ``UNAUTHENTICATED``. Tokens are stored only as hashes and never appear in the database, the
-audit trail or the logs.
+one: ``UNAUTHENTICATED``, audited too (actor ``anonymous``). Tokens are stored only as hashes and
+never appear in the database, the audit trail or the logs.
 """
 
 from __future__ import annotations
@@ -56,21 +57,56 @@ EXPECTED: dict[str, tuple[bool, bool, bool, bool, bool]] = {
     "CaseInbox": (D, A, A, D, A),
     "ListDeadLetters": (D, D, D, A, D),
     "AuditTail": (D, D, D, A, D),
+    "SubmitRoster": (A, D, D, D, D),
+    "ListMatches": (A, D, D, D, D),
+    "GetCase": (D, A, A, D, A),
+    "CaseAction": (D, A, A, D, D),
+    "GetCustody": (D, A, A, D, A),
 }
 ROLES = tuple(Role)
 SCOPES = {Role.PROVINCIAL_OPERATOR: "50"}
+A_CASE = "00000000-0000-4000-8000-000000000001"
+# What an allowed call answers on this module's node: it is not enrolled, so it has no case parts
+# and the case calls answer FAILED_PRECONDITION (cases_unavailable) — after the table admitted them.
+ALLOWED_ANSWER: dict[str, grpc.StatusCode] = {
+    "GetCase": grpc.StatusCode.FAILED_PRECONDITION,
+    "CaseAction": grpc.StatusCode.FAILED_PRECONDITION,
+    "GetCustody": grpc.StatusCode.FAILED_PRECONDITION,
+}
 
-Invoke = Callable[[county_pb2_grpc.CountyStub, tuple[tuple[str, str], ...]], object]
+
+def _roster() -> Iterator[county_pb2.SubmitRosterRequest]:
+    yield county_pb2.SubmitRosterRequest(header=county_pb2.RosterHeader(period="2026Q3"))
+
+
+def _case_action(role: Role) -> county_pb2.CaseActionRequest:
+    """An action the role may take within CaseAction (cv.ACTION_ROLES), so the table is what decides."""
+    if role is Role.CASE_OFFICER:
+        return county_pb2.CaseActionRequest(case_id=A_CASE, close=county_pb2.NoArguments())
+    return county_pb2.CaseActionRequest(case_id=A_CASE, first_review=county_pb2.NoArguments())
+
+
+Metadata = tuple[tuple[str, str], ...]
+Invoke = Callable[[county_pb2_grpc.CountyStub, Metadata, Role], object]
 INVOKE: dict[str, Invoke] = {
-    "GetNodeInfo": lambda s, md: s.GetNodeInfo(common_pb2.NodeInfoRequest(), timeout=TIMEOUT, metadata=md),
-    "ListFindings": lambda s, md: s.ListFindings(
+    "GetNodeInfo": lambda s, md, r: s.GetNodeInfo(common_pb2.NodeInfoRequest(), timeout=TIMEOUT, metadata=md),
+    "ListFindings": lambda s, md, r: s.ListFindings(
         county_pb2.ListFindingsRequest(period="2026Q3"), timeout=TIMEOUT, metadata=md
     ),
-    "CaseInbox": lambda s, md: s.CaseInbox(county_pb2.CaseInboxRequest(), timeout=TIMEOUT, metadata=md),
-    "ListDeadLetters": lambda s, md: s.ListDeadLetters(
+    "CaseInbox": lambda s, md, r: s.CaseInbox(county_pb2.CaseInboxRequest(), timeout=TIMEOUT, metadata=md),
+    "ListDeadLetters": lambda s, md, r: s.ListDeadLetters(
         county_pb2.ListDeadLettersRequest(), timeout=TIMEOUT, metadata=md
     ),
-    "AuditTail": lambda s, md: s.AuditTail(county_pb2.AuditTailRequest(n=5), timeout=TIMEOUT, metadata=md),
+    "AuditTail": lambda s, md, r: s.AuditTail(county_pb2.AuditTailRequest(n=5), timeout=TIMEOUT, metadata=md),
+    "SubmitRoster": lambda s, md, r: s.SubmitRoster(_roster(), timeout=TIMEOUT, metadata=md),
+    "ListMatches": lambda s, md, r: list(
+        s.ListMatches(county_pb2.ListMatchesRequest(period="2026Q3"), timeout=TIMEOUT, metadata=md)
+    ),
+    "GetCase": lambda s, md, r: s.GetCase(county_pb2.GetCaseRequest(case_id=A_CASE), timeout=TIMEOUT, metadata=md),
+    "CaseAction": lambda s, md, r: s.CaseAction(_case_action(r), timeout=TIMEOUT, metadata=md),
+    "GetCustody": lambda s, md, r: s.GetCustody(
+        county_pb2.GetCustodyRequest(case_id=A_CASE), timeout=TIMEOUT, metadata=md
+    ),
 }
 
 
@@ -122,7 +158,7 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 def test_the_table_in_this_test_is_the_packaged_table_and_covers_the_service() -> None:
     service = county_pb2.DESCRIPTOR.services_by_name["County"]
-    assert tuple(m.name for m in service.methods) == CALLS == tuple(EXPECTED)
+    assert tuple(m.name for m in service.methods) == CALLS == tuple(EXPECTED) == tuple(INVOKE)
     permissions = load_permissions()
     for call, verdicts in EXPECTED.items():
         assert tuple(permissions.allows(call, r) for r in ROLES) == verdicts, call
@@ -135,11 +171,17 @@ def test_every_call_for_every_role(county: County, call: str, role: Role) -> Non
     engine = county.server.node.engine
     before = audit.tail(engine, 1)
     with grpc.insecure_channel(county.server.county_address) as ch:
+        invoke = lambda: INVOKE[call](county.stub(ch), bearer(county.tokens[role]), role)  # noqa: E731
         if allowed:
-            INVOKE[call](county.stub(ch), bearer(county.tokens[role]))  # OK: none of these calls fails here
-            assert [e.action for e in audit.tail(engine, 1)] == [e.action for e in before]
+            answer = ALLOWED_ANSWER.get(call, grpc.StatusCode.OK)
+            if answer is grpc.StatusCode.OK:
+                invoke()
+            else:
+                assert refused(invoke).code() == answer, call
+            after = [e for e in audit.tail(engine, 5) if not before or e.seq > before[0].seq]
+            assert all(e.action != "county_denied" for e in after), "an admitted call left no refusal"
             return
-        error = refused(lambda: INVOKE[call](county.stub(ch), bearer(county.tokens[role])))
+        error = refused(invoke)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error.details() == "call_denied: the caller's role may not make this call"
     last = audit.tail(engine, 1)[0]
@@ -171,9 +213,23 @@ def test_without_a_valid_token_every_call_is_unauthenticated(
     county: County, call: str, metadata: tuple[tuple[str, str], ...], code: str
 ) -> None:
     with grpc.insecure_channel(county.server.county_address) as ch:
-        error = refused(lambda: INVOKE[call](county.stub(ch), metadata))
+        error = refused(lambda: INVOKE[call](county.stub(ch), metadata, Role.NODE_OPERATOR))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert (error.details() or "").startswith(f"{code}: ")
+    # Every refused call is audited: actor anonymous, the call, the reason; no token material.
+    engine = county.server.node.engine
+    last = audit.tail(engine, 1)[0]
+    assert (last.actor, last.action, last.purpose, last.reference, last.detail) == (
+        "anonymous",
+        "county_denied",
+        "county_api",
+        call,
+        f"reason={code}",
+    )
+    presented = dict(metadata).get("authorization", "").partition(" ")[2]
+    if presented:
+        county.made.append(presented)  # looked for in the database, the audit trail and the logs
+    audit.verify(engine)
 
 
 def test_a_revoked_token_is_refused_from_its_next_call(county: County) -> None:
@@ -188,6 +244,13 @@ def test_a_revoked_token_is_refused_from_its_next_call(county: County) -> None:
         error = refused(lambda: client.audit_tail(3))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error.details() == "token_invalid: the API token is not valid on this node"
+    last = audit.tail(engine, 1)[0]
+    assert (last.actor, last.action, last.reference, last.detail) == (
+        "anonymous",
+        "county_denied",
+        "AuditTail",
+        "reason=token_invalid",
+    )
     assert auth.revoke(engine, info.token_id).revoked_at == revoked.revoked_at  # revoking twice keeps the time
     actions = [(e.action, e.reference) for e in audit.tail(engine, 50)]
     assert ("county_token_created", info.token_id) in actions

@@ -6,10 +6,16 @@
 * ``county token list`` — every token's id, role, label, scope, created and revoked times (never
   the token: the node does not have it).
 * ``county token revoke ID`` — revoke at once: the next call with the token is ``UNAUTHENTICATED``.
+* ``county cert issue --role ROLE --label TEXT [--division CODE] --out DIR`` — a client certificate
+  of the node's county CA (created on first use; see :mod:`gateway.county.certs`) for the county
+  API's mutual-TLS mode (``[county] tls = true``): ``DIR/client.key.pem`` (mode 0600, the only copy
+  of the key), ``DIR/client.crt.pem`` and ``DIR/ca.crt.pem``. ``county cert list`` and
+  ``county cert revoke ID`` as for tokens.
 * ``county render-docs [--out FILE] [--check]`` — write ``docs/county-permissions.md`` from
   ``gateway/data/county_permissions.toml`` (``--check``: write nothing, exit 1 if the file differs).
 
-Creating and revoking a token are recorded in the audit trail (by token id).
+Creating and revoking a token, issuing and revoking a certificate are recorded in the audit trail
+(by id).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from sqlalchemy import Engine
 from gateway import config as config_mod
 from gateway.cli.generated import docs_path, write_or_check
 from gateway.cli.node import add_config_argument, config_path
-from gateway.county import auth
+from gateway.county import auth, certs
 from gateway.county.permissions import Role, load_permissions, render_markdown
 from gateway.store.db import make_engine, require_current_schema
 
@@ -33,7 +39,7 @@ DEFAULT_DOCS = docs_path("county-permissions.md")
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = groups.add_parser(
         "county",
-        help="the county API: API tokens (create, list, revoke) and the permission table (render-docs)",
+        help="the county API: API tokens and client certificates (issue, list, revoke), the permission table",
         description="The county API (tongban.v1.County) of this node.",
     )
     commands = parser.add_subparsers(dest="county_command", metavar="SUBCOMMAND", required=True)
@@ -55,6 +61,25 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     revoke.add_argument("token_id", metavar="ID", help="the token's id (ct-…), from `token list`")
     add_config_argument(revoke)
     revoke.set_defaults(handler=_revoke)
+
+    cert = commands.add_parser("cert", help="client certificates of the node's county CA (mutual-TLS mode)")
+    cert_commands = cert.add_subparsers(dest="cert_command", metavar="SUBCOMMAND", required=True)
+    issue = cert_commands.add_parser("issue", help="issue a client certificate; write its key, certificate and CA")
+    issue.add_argument("--role", required=True, choices=[r.value for r in Role], help="what the caller may do")
+    issue.add_argument("--label", required=True, help="who holds it (a system or a post), up to 80 chars")
+    issue.add_argument(
+        "--division", default="", help="scope: the province (2 digits) for provincial_operator, else a county"
+    )
+    issue.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write the key and certificates")
+    add_config_argument(issue)
+    issue.set_defaults(handler=_cert_issue)
+    cert_list = cert_commands.add_parser("list", help="every client certificate: id, role, label, scope, times")
+    add_config_argument(cert_list)
+    cert_list.set_defaults(handler=_cert_list)
+    cert_revoke = cert_commands.add_parser("revoke", help="revoke a client certificate by id")
+    cert_revoke.add_argument("cert_id", metavar="ID", help="the certificate's id (cc-…), from `cert list`")
+    add_config_argument(cert_revoke)
+    cert_revoke.set_defaults(handler=_cert_revoke)
 
     render = commands.add_parser("render-docs", help="write docs/county-permissions.md from the permission table")
     render.add_argument(
@@ -110,6 +135,50 @@ def _revoke(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     print(f"revoked {info.token_id} at {_time(info.revoked_at)}")
+    return 0
+
+
+def _cert_issue(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(config_path(args))
+    engine = make_engine(cfg.database_url)
+    try:
+        require_current_schema(engine)
+        issued = certs.issue(engine, cfg, role=Role(args.role), label=args.label, division=args.division)
+    finally:
+        engine.dispose()
+    written = certs.write_bundle(issued, args.out)
+    info = issued.info
+    print(f"issued {info.cert_id} (role {info.role.value}, label {info.label}), valid until {_time(info.not_after)}")
+    for path in written:
+        print(f"  {path}")
+    print(f"the key ({written[0].name}, mode 0600) is the only copy: the node keeps only the certificate's fingerprint")
+    if not cfg.county_tls:
+        print("note: this node's county API is plaintext; set [county] tls = true to use certificates")
+    return 0
+
+
+def _cert_list(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    try:
+        rows = certs.list_certs(engine)
+    finally:
+        engine.dispose()
+    print(f"{'id':<20} {'role':<20} {'scope':<6} {'created':<20} {'not after':<20} {'revoked':<20} label")
+    for c in rows:
+        times = f"{_time(c.created_at):<20} {_time(c.not_after):<20} {_time(c.revoked_at):<20}"
+        print(f"{c.cert_id:<20} {c.role.value:<20} {c.division or '-':<6} {times} {c.label}")
+    if not rows:
+        print("(no certificates)")
+    return 0
+
+
+def _cert_revoke(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    try:
+        info = certs.revoke(engine, args.cert_id)
+    finally:
+        engine.dispose()
+    print(f"revoked {info.cert_id} at {_time(info.revoked_at)}")
     return 0
 
 

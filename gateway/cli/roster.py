@@ -38,7 +38,7 @@ from gateway.errors import InputError, InvalidRecord
 from gateway.exchange.purposes import load_profiles
 from gateway.exchange.rosters import send_migrant_roster
 from gateway.node import Node, open_node
-from gateway.roster import IntakeSummary, intake, validate
+from gateway.roster import IntakeSummary, intake
 from gateway.sources import Quarantine, ReadRequest, Severity, find_reader
 
 
@@ -100,30 +100,12 @@ def _import(args: argparse.Namespace) -> int:
 
 def _import_jsonl(args: argparse.Namespace, node: Node, period: MonitoringPeriod, table: DivisionTable) -> int:
     today = date.today()
-    failed = 0
 
-    def checked(rows: Iterator[ChildRecord | InputError]) -> Iterator[ChildRecord | InputError]:
-        # Only to know, before the transaction commits, whether any row fails (--all-or-nothing);
-        # intake validates again and reports each failure at its position.
-        nonlocal failed
-        for item in rows:
-            if isinstance(item, InputError):
-                failed += 1
-            else:
-                try:
-                    validate(item, table, today=today)
-                except InputError:
-                    failed += 1
-            yield item
-        if failed and args.all_or_nothing:
-            raise _AllOrNothing
-
-    def run(stream: IO[str], source: str) -> IntakeSummary | None:
-        rows = checked(read_jsonl(stream, source=source, node_id=node.config.node_id))
-        try:
-            return intake(node.children, rows, period=period.label, table=table, today=today)
-        except _AllOrNothing:
-            return None
+    def run(stream: IO[str], source: str) -> IntakeSummary:
+        rows = read_jsonl(stream, source=source, node_id=node.config.node_id)
+        return intake(
+            node.children, rows, period=period.label, table=table, today=today, all_or_nothing=args.all_or_nothing
+        )
 
     if args.file == "-":
         summary = run(sys.stdin, "jsonl:<stdin>")
@@ -131,8 +113,8 @@ def _import_jsonl(args: argparse.Namespace, node: Node, period: MonitoringPeriod
         path = Path(args.file)
         with path.open(encoding="utf-8-sig") as fh:
             summary = run(fh, f"jsonl:{path.name}")
-    if summary is None:
-        print(f"period {period.label}: {failed} line(s) rejected; stored nothing (--all-or-nothing)")
+    if not summary.stored:
+        print(f"period {period.label}: {summary.rejected} line(s) rejected; stored nothing (--all-or-nothing)")
         return 65
     for rejection in summary.rejections:
         print(f"line {rejection.position}: rejected [{rejection.code}] {rejection.reason}", file=sys.stderr)

@@ -48,6 +48,17 @@ OPERATOR = "operator"  # the audit actor of token changes: made at the node's co
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who makes a county call, whatever the credential: the id of its token (``ct-…``) or client
+    certificate (``cc-…``) — what the audit trail names —, its role and its division scope ("" for
+    none, six digits for a county, two for a province)."""
+
+    caller_id: str
+    role: Role
+    division: str = ""
+
+
+@dataclass(frozen=True)
 class TokenInfo:
     """What the node knows about a token: everything but the token."""
 
@@ -61,6 +72,10 @@ class TokenInfo:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def caller(self) -> Caller:
+        return Caller(self.token_id, self.role, self.division)
 
 
 def hash_token(token: str) -> bytes:

@@ -1,60 +1,101 @@
-"""The county API (``tongban.v1.County``): token authentication, the permission table, thin calls.
+"""The county API (``tongban.v1.County``): authentication, the permission table, thin calls.
 
 :class:`CountyAuthInterceptor` admits every call before its handler runs, in this order:
 
 1. The gRPC health service is open (it carries no data); every other service must be
    ``tongban.v1.County`` and its method a call of the permission table — anything else is refused
    ``PERMISSION_DENIED`` (failing closed: a method added without a row can never be answered).
-2. The token is read from the ``authorization: Bearer <token>`` metadata and checked by
-   :func:`gateway.county.auth.authenticate`: missing, malformed, unknown or revoked →
-   ``UNAUTHENTICATED`` (``token_missing`` / ``token_invalid``).
-3. The token's role must be allowed the call (:mod:`gateway.county.permissions`); if not, an audit
-   entry ``county_denied`` (actor: the token's id, never the token; reference: the call) is
+2. The credential. On a mutual-TLS listener (``[county] tls = true``) the client certificate the
+   handshake admitted (only the node's county CA is trusted there) is checked against the node's
+   records by :func:`gateway.county.certs.authenticate_certificate` — unknown or revoked →
+   ``client_certificate_invalid``. A token, read from the ``authorization: Bearer <token>``
+   metadata, is checked by :func:`gateway.county.auth.authenticate` when one is sent (and always on
+   the plaintext listener): missing, malformed, unknown or revoked → ``token_missing`` /
+   ``token_invalid``. Each is ``UNAUTHENTICATED``, audited as ``county_denied`` with actor
+   ``anonymous``, the call as reference and the error code as detail (no token material). The
+   caller is the token's record when a token was sent, else the certificate's.
+3. The caller's role must be allowed the call (:mod:`gateway.county.permissions`); if not, an audit
+   entry ``county_denied`` (actor: the credential's id, never a token; reference: the call) is
    written and the call is refused ``PERMISSION_DENIED``.
 
-An admitted call runs in a copy of the context where :func:`current_caller` returns its token
-record. :class:`CountyServicer` is thin: each call delegates to the service function the CLI uses
-(``reconcile.store.load``, ``cases.service.inbox``, ``outbox.list_messages``, ``audit.tail``),
-converts with :mod:`gateway.county.wire`, and maps errors once with :func:`status_for`.
+So every refused call leaves an audit entry — and so does a ``CaseAction`` whose role may not take
+that action (:data:`gateway.county.views.ACTION_ROLES`; detail ``role=… action=…``).
+
+An admitted call runs in a copy of the context where :func:`current_caller` returns its caller
+(:class:`~gateway.county.auth.Caller`). :class:`CountyServicer` is thin: each call delegates to the
+service function the CLI uses — ``reconcile.store.load`` (findings and matches),
+``cases.service.inbox``, ``outbox.list_messages``, ``audit.tail``, ``roster.intake`` (``tongban roster
+import``), ``CaseService.show`` and its actions through :class:`~gateway.cases.wiring.CaseParts`
+(``tongban case``), ``CustodyService.view`` (``tongban custody show``) —, applies the caller's
+division scope (:mod:`gateway.county.views`), converts with :mod:`gateway.county.wire`, and maps
+errors once with :func:`status_for` (the :data:`STATUS` table) to a status and a public message that
+never carries a detail.
 """
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent import futures
 from datetime import datetime
 from typing import Any, NoReturn, cast
 
 import grpc
+from cryptography import x509
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from tongban.v1 import common_pb2, county_pb2, county_pb2_grpc
 
 from gateway import audit
+from gateway.cases import lifecycle as lc
 from gateway.cases.clock import WorkCalendar
 from gateway.cases.lifecycle import china_date
-from gateway.cases.service import inbox
+from gateway.cases.service import CaseService, inbox
 from gateway.cases.store import CaseStore
-from gateway.county import auth
+from gateway.cases.wiring import CaseParts
+from gateway.county import auth, certs
+from gateway.county import views as cv
 from gateway.county import wire as cw
-from gateway.county.auth import TokenInfo
-from gateway.county.permissions import CALLS, Permissions
+from gateway.county.auth import Caller
+from gateway.county.permissions import CALLS, Permissions, Role, load_permissions
+from gateway.custody.service import UnknownCase
+from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import MonitoringPeriod
+from gateway.domain.records import ChildRecord, Provenance
 from gateway.errors import (
+    AttachmentRefused,
     CallDenied,
+    CaseError,
     CaseNotFound,
+    CasesUnavailable,
+    ClientCertificateInvalid,
+    ConfigError,
     CountyAuthError,
+    CustodyError,
+    CustodyEventMalformed,
+    DirectoryUnavailable,
+    DocumentExpired,
+    DuplicateRecord,
     GatewayError,
+    IllegalTransition,
     InputError,
+    InvalidCase,
+    KeyFileError,
+    NotEligible,
+    OutsideScope,
     RecordNotFound,
     StorageError,
     TokenInvalid,
     TokenMissing,
+    TrustError,
+    UnknownReasonCode,
 )
 from gateway.exchange import outbox
 from gateway.node import Node
 from gateway.reconcile import store as findings_store
+from gateway.roster import intake
 from gateway.trust.interceptor import OPEN_SERVICES, guarded, service_of
 from gateway.trust.store import utc_now
 from gateway.wire import node_info_to_wire
@@ -65,21 +106,37 @@ SERVICE = "tongban.v1.County"
 PURPOSE = auth.PURPOSE
 DEFAULT_DEAD_LETTERS, MAX_DEAD_LETTERS = 100, 1000
 DEFAULT_AUDIT_TAIL, MAX_AUDIT_TAIL = 20, 1000
+MAX_ROSTER_ROWS = 200_000  # rows of one SubmitRoster stream (held in memory until the stream ends)
 
-# How each error surfaces to a county caller, looked up along the error's class hierarchy; an
-# error not listed is INTERNAL (and its message is still only its code and public message).
+# How each error surfaces to a county caller, looked up along the error's class hierarchy (the most
+# specific class first); an error not listed is INTERNAL (and its message is still only its code and
+# public message). UNAVAILABLE is the one status a client may retry (idempotent reads only).
 STATUS: Mapping[type[GatewayError], grpc.StatusCode] = {
     TokenMissing: grpc.StatusCode.UNAUTHENTICATED,
     TokenInvalid: grpc.StatusCode.UNAUTHENTICATED,
     CallDenied: grpc.StatusCode.PERMISSION_DENIED,
     CountyAuthError: grpc.StatusCode.UNAUTHENTICATED,
     InputError: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidCase: grpc.StatusCode.INVALID_ARGUMENT,
+    UnknownReasonCode: grpc.StatusCode.INVALID_ARGUMENT,
+    CustodyEventMalformed: grpc.StatusCode.INVALID_ARGUMENT,
     CaseNotFound: grpc.StatusCode.NOT_FOUND,
+    UnknownCase: grpc.StatusCode.NOT_FOUND,
     RecordNotFound: grpc.StatusCode.NOT_FOUND,
+    DuplicateRecord: grpc.StatusCode.ALREADY_EXISTS,
+    CasesUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
+    IllegalTransition: grpc.StatusCode.FAILED_PRECONDITION,
+    NotEligible: grpc.StatusCode.FAILED_PRECONDITION,
+    AttachmentRefused: grpc.StatusCode.FAILED_PRECONDITION,
+    CaseError: grpc.StatusCode.FAILED_PRECONDITION,
+    CustodyError: grpc.StatusCode.FAILED_PRECONDITION,  # e.g. custody_not_permitted: not the holder
+    DirectoryUnavailable: grpc.StatusCode.UNAVAILABLE,
+    DocumentExpired: grpc.StatusCode.UNAVAILABLE,
+    TrustError: grpc.StatusCode.FAILED_PRECONDITION,  # e.g. the peer node is no longer active
     StorageError: grpc.StatusCode.UNAVAILABLE,
 }
 
-_CALLER: contextvars.ContextVar[TokenInfo | None] = contextvars.ContextVar("tongban_county_caller", default=None)
+_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("tongban_county_caller", default=None)
 
 
 def status_for(error: GatewayError) -> grpc.StatusCode:
@@ -93,8 +150,8 @@ def public_message(error: GatewayError) -> str:
     return f"{error.code}: {error.public_message}"
 
 
-def current_caller() -> TokenInfo:
-    """The token record of the current call (``TokenMissing`` outside an admitted call)."""
+def current_caller() -> Caller:
+    """The caller of the current call (``TokenMissing`` outside an admitted call)."""
     caller = _CALLER.get()
     if caller is None:
         raise TokenMissing("no authenticated county caller in this context")
@@ -113,10 +170,20 @@ def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
 class CountyAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticate, authorise and audit every county call (see the module docstring)."""
 
-    def __init__(self, engine: Engine, permissions: Permissions, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        permissions: Permissions,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        county_ca: x509.Certificate | None = None,
+    ) -> None:
+        """``county_ca``: the node's county CA on a TLS listener (client certificates are checked
+        against it and the node's records); ``None`` on the plaintext listener (tokens only)."""
         self._engine = engine
         self._permissions = permissions
         self._clock = clock
+        self._county_ca = county_ca
 
     def intercept_service(
         self,
@@ -129,28 +196,38 @@ class CountyAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         return guarded(handler, lambda context: self._admit(method, context))
 
-    def admit(self, method: str, token: str | None) -> TokenInfo:
-        """Steps 1–3 of the module docstring without gRPC: the caller, or the error that refuses it."""
+    def admit(self, method: str, token: str | None, certificate: bytes | None = None) -> Caller:
+        """Steps 1–3 of the module docstring without gRPC: the caller, or the error that refuses it.
+
+        On a TLS listener ``certificate`` is the client's (PEM): it is checked first, always
+        (:func:`gateway.county.certs.authenticate_certificate`: issued by this node, recorded, not
+        revoked); the caller is then the token's when one is sent (a shared system certificate with
+        personal tokens), else the certificate's record."""
         service, _, call = method.lstrip("/").partition("/")
-        caller = auth.authenticate(self._engine, token)
+        reference = call if service == SERVICE and call in CALLS else "unknown_call"
+        try:
+            by_certificate: Caller | None = None
+            if certificate is not None and self._county_ca is not None:
+                now = self._clock()
+                by_certificate = certs.authenticate_certificate(
+                    self._engine, self._county_ca, certificate, now=now
+                ).caller
+            if token or by_certificate is None:
+                caller = auth.authenticate(self._engine, token).caller
+            else:
+                caller = by_certificate
+        except (TokenMissing, TokenInvalid, ClientCertificateInvalid) as exc:
+            refuse_anonymous(self._engine, reference, exc, at=self._clock())
         if service != SERVICE or call not in CALLS or not self._permissions.allows(call, caller.role):
-            with self._engine.begin() as conn:
-                audit.append(
-                    conn,
-                    actor=caller.token_id,
-                    action=audit.Action.COUNTY_DENIED,
-                    purpose=PURPOSE,
-                    reference=call if call in CALLS else "unknown_call",
-                    detail=f"role={caller.role.value}",
-                    at=self._clock(),
-                )
-            log.warning("county API: %s refused to token %s (role %s)", call, caller.token_id, caller.role.value)
-            raise CallDenied()
+            deny(self._engine, caller, reference, at=self._clock())
         return caller
 
     def _admit(self, method: str, context: grpc.ServicerContext) -> contextvars.Context:
+        certificate = _client_certificate(context) if self._county_ca is not None else None
         try:
-            caller = self.admit(method, bearer_token(cast(Iterable[tuple[str, Any]], context.invocation_metadata())))
+            caller = self.admit(
+                method, bearer_token(cast(Iterable[tuple[str, Any]], context.invocation_metadata())), certificate
+            )
         except CountyAuthError as exc:
             if not isinstance(exc, CallDenied):
                 log.info("county API: %s refused (%s)", method, exc.code)
@@ -163,20 +240,96 @@ class CountyAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return call_context
 
 
+def _client_certificate(context: grpc.ServicerContext) -> bytes | None:
+    """The TLS client's leaf certificate (PEM), if the connection has one."""
+    properties = cast(Mapping[str, Iterable[bytes]], context.auth_context())
+    found = list(properties.get("x509_pem_cert", ()))
+    return found[0] if found else None
+
+
+ANONYMOUS = "anonymous"  # the audit actor of a call refused before any credential was accepted
+
+
+def refuse_anonymous(engine: Engine, reference: str, error: CountyAuthError, *, at: datetime) -> NoReturn:
+    """Record a call refused for its credential — none, or one that is malformed, unknown or revoked —
+    in the audit trail (``county_denied``, actor ``anonymous``, the call, the error code; never any
+    part of the token or certificate) and raise ``error``."""
+    with engine.begin() as conn:
+        audit.append(
+            conn,
+            actor=ANONYMOUS,
+            action=audit.Action.COUNTY_DENIED,
+            purpose=PURPOSE,
+            reference=reference,
+            detail=f"reason={error.code}",
+            at=at,
+        )
+    raise error
+
+
+def deny(engine: Engine, caller: Caller, reference: str, *, at: datetime, detail: str = "") -> NoReturn:
+    """Record a refused call in the audit trail (``county_denied``: the caller's id, never a token;
+    the call, or the call and action) and raise :class:`CallDenied`."""
+    with engine.begin() as conn:
+        audit.append(
+            conn,
+            actor=caller.caller_id,
+            action=audit.Action.COUNTY_DENIED,
+            purpose=PURPOSE,
+            reference=reference,
+            detail=f"role={caller.role.value}" + (f" {detail}" if detail else ""),
+            at=at,
+        )
+    log.warning("county API: %s refused to %s (role %s)", reference, caller.caller_id, caller.role.value)
+    raise CallDenied()
+
+
 class CountyServicer(county_pb2_grpc.CountyServicer):
-    """Thin: translate, delegate to the service layer the CLI uses, map errors once."""
+    """Thin: translate, delegate to the service layer the CLI uses, map errors once.
+
+    ``cases`` are the node's case parts (:class:`~gateway.cases.wiring.CaseParts`, as the node's case
+    loop and ``tongban case`` build them); ``None`` on a node that cannot act on cases (not enrolled,
+    no signing key): ``GetCase``, ``CaseAction`` and ``GetCustody`` then answer ``FAILED_PRECONDITION``
+    (``cases_unavailable``). Every call sees only what the caller's division scope covers
+    (:mod:`gateway.county.views`).
+    """
 
     def __init__(
-        self, node: Node, *, calendar: WorkCalendar | None = None, clock: Callable[[], datetime] = utc_now
+        self,
+        node: Node,
+        *,
+        cases: CaseParts | None = None,
+        calendar: WorkCalendar | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        divisions: DivisionTable | None = None,
     ) -> None:
         self._node = node
         self._info = node_info_to_wire(node.description)
+        self._cases = cases
         self._calendar = calendar
         self._clock = clock
+        self._divisions = divisions
 
     def _fail(self, context: grpc.ServicerContext, exc: GatewayError) -> NoReturn:
         log.info("county API call failed (%s)", exc.code)
         context.abort(status_for(exc), public_message(exc))
+
+    def _parts(self) -> CaseParts:
+        if self._cases is None:
+            raise CasesUnavailable()
+        return self._cases
+
+    def _service(self) -> CaseService:
+        try:
+            return self._parts().service()
+        except KeyFileError:
+            raise CasesUnavailable("no encryption key") from None
+
+    def _case_row_in_scope(self, parts: CaseParts, case_id: str, caller: Caller) -> None:
+        """``CaseNotFound`` for a case this node does not have or the caller's scope does not cover."""
+        row = parts.store.row(cv.check_case_id(case_id))
+        if not cv.case_in_scope(caller, row.accepting_division, row.registration_division):
+            raise CaseNotFound()
 
     def GetNodeInfo(self, request: common_pb2.NodeInfoRequest, context: grpc.ServicerContext) -> common_pb2.NodeInfo:
         return self._info
@@ -184,9 +337,14 @@ class CountyServicer(county_pb2_grpc.CountyServicer):
     def ListFindings(
         self, request: county_pb2.ListFindingsRequest, context: grpc.ServicerContext
     ) -> county_pb2.ListFindingsResponse:
+        caller, own = current_caller(), self._node.config.division
         try:
             period = MonitoringPeriod.parse(request.period)
-            found = [cw.finding_to_wire(f) for f in findings_store.load(self._node.engine, period.label)]
+            found = [
+                cw.finding_to_wire(f)
+                for f in findings_store.load(self._node.engine, period.label)
+                if cv.finding_in_scope(caller, own, f)
+            ]
         except GatewayError as exc:
             self._fail(context, exc)
         return county_pb2.ListFindingsResponse(period=period.label, findings=found)
@@ -194,6 +352,7 @@ class CountyServicer(county_pb2_grpc.CountyServicer):
     def CaseInbox(
         self, request: county_pb2.CaseInboxRequest, context: grpc.ServicerContext
     ) -> county_pb2.CaseInboxResponse:
+        caller = current_caller()
         try:
             store = CaseStore(self._node.engine, self._node.keyring)
             items = inbox(
@@ -201,6 +360,7 @@ class CountyServicer(county_pb2_grpc.CountyServicer):
             )
         except GatewayError as exc:
             self._fail(context, exc)
+        items = [i for i in items if cv.case_in_scope(caller, i.accepting_division, i.registration_division)]
         return county_pb2.CaseInboxResponse(items=[cw.inbox_item_to_wire(i) for i in items])
 
     def ListDeadLetters(
@@ -225,3 +385,226 @@ class CountyServicer(county_pb2_grpc.CountyServicer):
         except GatewayError as exc:
             self._fail(context, exc)
         return county_pb2.AuditTailResponse(entries=[cw.audit_line_to_wire(cw.audit_line(e)) for e in entries])
+
+    # --- rosters and matches ------------------------------------------------------------------------
+
+    def SubmitRoster(
+        self, request_iterator: Iterator[county_pb2.SubmitRosterRequest], context: grpc.ServicerContext
+    ) -> county_pb2.RosterSummary:
+        """Read the whole stream first (at most :data:`MAX_ROSTER_ROWS` rows), so that a stream that
+        breaks off stores nothing; then :func:`gateway.roster.intake` — the validation of
+        ``tongban roster import`` — stores the good rows in one transaction, or none with
+        ``all_or_nothing``. Each row is stamped with this call's provenance (source
+        ``county_api:<caller id>``, its position in the stream). Rows that are no valid record, or
+        outside the caller's division scope, are rejected at their position."""
+        caller, now = current_caller(), self._clock()
+        try:
+            header, rows = _read_roster(request_iterator)
+            period = MonitoringPeriod.parse(header.period)
+            source = f"county_api:{caller.caller_id}"
+            records = [_stamped(m, position, caller, source, now, self._node.config.node_id) for position, m in rows]
+            table = self._divisions or DivisionTable.load_default()
+            summary = intake(
+                self._node.children,
+                records,
+                period=period.label,
+                table=table,
+                today=china_date(now),
+                all_or_nothing=header.all_or_nothing,
+            )
+            with self._node.engine.begin() as conn:
+                audit.append(
+                    conn,
+                    actor=caller.caller_id,
+                    action="county_roster_submitted",
+                    purpose=PURPOSE,
+                    reference=period.label,
+                    detail=f"received={len(records)} accepted={summary.accepted} rejected={summary.rejected}",
+                    at=now,
+                )
+        except GatewayError as exc:
+            self._fail(context, exc)
+        except SQLAlchemyError as exc:
+            self._fail(context, StorageError(type(exc).__name__))
+        log.info(
+            "county API: roster %s from %s: %d received, %d accepted, %d rejected%s",
+            period.label,
+            caller.caller_id,
+            len(records),
+            summary.accepted,
+            summary.rejected,
+            "" if summary.stored else " (nothing stored: all or nothing)",
+        )
+        return cw.roster_outcome_to_wire(cw.RosterOutcome(len(records), summary))
+
+    def ListMatches(
+        self, request: county_pb2.ListMatchesRequest, context: grpc.ServicerContext
+    ) -> Iterator[county_pb2.MatchLine]:
+        """The matched and review findings of the period's reconciliation (``tongban reconcile run``
+        stores them), as match lines; streamed, so a large county is not one huge message."""
+        caller, own = current_caller(), self._node.config.division
+        try:
+            period = MonitoringPeriod.parse(request.period)
+            found = (f for f in findings_store.load(self._node.engine, period.label) if f.code in cv.MATCH_CODES)
+            for line in cv.match_lines(f for f in found if cv.finding_in_scope(caller, own, f)):
+                yield cw.match_line_to_wire(line)
+        except GatewayError as exc:
+            self._fail(context, exc)
+
+    # --- cases and custody ----------------------------------------------------------------------------
+
+    def GetCase(self, request: county_pb2.GetCaseRequest, context: grpc.ServicerContext) -> county_pb2.CaseDetail:
+        """``CaseService.show`` (what ``tongban case show`` prints, without the child's name) and the
+        custody holder; a provincial operator gets the oversight view."""
+        caller = current_caller()
+        try:
+            parts = self._parts()
+            self._case_row_in_scope(parts, request.case_id, caller)
+            view = self._service().show(request.case_id)
+            detail = cv.case_detail(view, parts.custody.view(request.case_id), china_date(self._clock()))
+        except GatewayError as exc:
+            self._fail(context, exc)
+        if caller.role is Role.PROVINCIAL_OPERATOR:
+            detail = cv.for_oversight(detail)
+        return cw.case_detail_to_wire(detail)
+
+    def CaseAction(
+        self, request: county_pb2.CaseActionRequest, context: grpc.ServicerContext
+    ) -> county_pb2.CaseActionResponse:
+        """One action through :class:`~gateway.cases.service.CaseService`, as ``tongban case`` takes
+        it: the role must take that action (:data:`~gateway.county.views.ACTION_ROLES`, else
+        ``PERMISSION_DENIED``, audited), the case must be in the caller's scope, and the service
+        checks the node's side, the lifecycle and custody. The action is recorded in the audit trail
+        under the caller's id. Not idempotent: a client never retries it on its own."""
+        caller, now = current_caller(), self._clock()
+        try:
+            command = cw.case_command_from_wire(request)
+            if not cv.may_take(caller.role, command.kind):
+                deny(self._node.engine, caller, "CaseAction", at=now, detail=f"action={command.kind.value}")
+            parts = self._parts()
+            self._case_row_in_scope(parts, command.case_id, caller)
+            state = _perform(self._service(), command, now)
+            with self._node.engine.begin() as conn:
+                audit.append(
+                    conn,
+                    actor=caller.caller_id,
+                    action="county_case_action",
+                    purpose=PURPOSE,
+                    reference=command.case_id,
+                    detail=f"action={command.kind.value} state={state.status.value}",
+                    at=now,
+                )
+        except GatewayError as exc:
+            self._fail(context, exc)
+        except SQLAlchemyError as exc:
+            self._fail(context, StorageError(type(exc).__name__))
+        return cw.case_state_to_wire(command.case_id, state.status)
+
+    def GetCustody(
+        self, request: county_pb2.GetCustodyRequest, context: grpc.ServicerContext
+    ) -> county_pb2.CustodyView:
+        """This node's view of the case's chain — :meth:`CustodyService.view`, i.e. the
+        ``custody.store.view`` that ``tongban custody show`` prints — as node ids, kinds and times.
+        A scoped caller sees only the chains of cases in its scope."""
+        caller = current_caller()
+        try:
+            parts = self._parts()
+            case_id = cv.check_case_id(request.case_id)
+            if caller.division:
+                try:
+                    self._case_row_in_scope(parts, case_id, caller)
+                except CaseNotFound:
+                    raise UnknownCase() from None
+            state = parts.custody.view(case_id)
+            if state is None:
+                raise UnknownCase()
+        except GatewayError as exc:
+            self._fail(context, exc)
+        return cw.custody_summary_to_wire(cv.custody_summary(state))
+
+
+def _read_roster(
+    requests: Iterator[county_pb2.SubmitRosterRequest],
+) -> tuple[county_pb2.RosterHeader, list[tuple[int, county_pb2.SubmitRosterRequest]]]:
+    """The header and every row of a SubmitRoster stream (``InputError``: no header first, or more
+    rows than :data:`MAX_ROSTER_ROWS`)."""
+    first = next(requests, None)
+    if first is None or first.WhichOneof("item") != "header":
+        raise InputError("a roster stream starts with its header (the period)")
+    rows: list[tuple[int, county_pb2.SubmitRosterRequest]] = []
+    for position, m in enumerate(requests, start=1):
+        if position > MAX_ROSTER_ROWS:
+            raise InputError(f"a roster stream carries at most {MAX_ROSTER_ROWS} rows: split it into several")
+        rows.append((position, m))
+    return first.header, rows
+
+
+def _stamped(
+    m: county_pb2.SubmitRosterRequest, position: int, caller: Caller, source: str, now: datetime, node_id: str
+) -> ChildRecord | InputError:
+    """A row as a record stamped with this import's provenance, or the error that rejects it."""
+    try:
+        record = cw.roster_row_from_wire(m)
+        if not cv.row_in_scope(caller, record.registration_division, record.residence_division):
+            raise OutsideScope()
+    except InputError as exc:
+        return exc
+    stamp = Provenance(source=source, imported_at=now, node_id=node_id, source_row=position)
+    return dataclasses.replace(record, provenance=stamp)
+
+
+def _perform(service: CaseService, c: cv.CaseCommand, now: datetime) -> lc.CaseState:
+    """The case service's method for each action (the same the ``tongban case`` commands call)."""
+    k = cv.CaseActionKind
+    if c.kind is k.REQUEST_MATERIAL:
+        return service.request_material(c.case_id, c.items, now, note=c.note)
+    if c.kind is k.FIRST_REVIEW:
+        return service.first_review(c.case_id, now)
+    if c.kind is k.APPROVE:
+        assert c.payment_month is not None  # CaseCommand checks it
+        return service.approve(c.case_id, c.payment_month, now)
+    if c.kind is k.REJECT:
+        return service.reject(c.case_id, c.reason_code, c.text, now)
+    if c.kind is k.RETURN:
+        return service.return_case(c.case_id, c.reason_code, c.text, now)
+    if c.kind is k.NOTIFY_APPLICANT:
+        return service.notify_applicant(c.case_id, now)
+    if c.kind is k.CLOSE:
+        return service.close(c.case_id, now)
+    return service.withdraw(c.case_id, now)
+
+
+def county_server(
+    node: Node, cases: CaseParts | None, *, max_workers: int = 8, now: datetime | None = None
+) -> tuple[grpc.Server, str]:
+    """The county API on its own listener, ``[county] listen``: a gRPC server with the
+    :class:`CountyAuthInterceptor` and the :class:`CountyServicer` (over ``cases`` when the node has
+    them), not started; and the address it bound. Loopback only (``ConfigError``).
+
+    Plaintext by default (API tokens). With ``[county] tls = true``: mutual TLS whose only client
+    trust anchor is the node's county CA (:mod:`gateway.county.certs`, created on first use; the
+    key passphrase is needed, ``KeyFileError`` without it), so a client without a certificate of
+    this node's county CA — another node's county CA, a directory node's certificate — fails the
+    handshake; the interceptor then checks the certificate's record on every call."""
+    from gateway.server import require_loopback  # the node server's one rule for its listeners
+
+    cfg = node.config
+    listen = cfg.county_listen
+    require_loopback(listen, setting="county.listen")
+    county_ca = None
+    credentials: grpc.ServerCredentials | None = None
+    if cfg.county_tls:
+        ca = certs.ensure_ca(cfg, now=now or utc_now())
+        key_pem, cert_pem = certs.server_identity(ca, now=now or utc_now())
+        credentials = grpc.ssl_server_credentials(
+            [(key_pem, cert_pem)], root_certificates=ca.pem, require_client_auth=True
+        )
+        county_ca = ca.certificate
+    interceptor = CountyAuthInterceptor(node.engine, load_permissions(), county_ca=county_ca)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=[interceptor])
+    county_pb2_grpc.add_CountyServicer_to_server(CountyServicer(node, cases=cases), server)
+    port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
+    if port == 0:
+        raise ConfigError(f"cannot listen on {listen} (county.listen)")
+    log.info("county API on %s (%s)", listen, "mutual TLS, county CA" if credentials else "plaintext, tokens")
+    return server, f"{listen.rsplit(':', 1)[0]}:{port}"

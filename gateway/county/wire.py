@@ -1,13 +1,17 @@
 """The county API's one converter between domain values and ``tongban.v1.County`` messages.
 
 The servicer converts with the ``*_to_wire`` functions and the client (:mod:`gateway.client`) back
-with the ``*_from_wire`` ones; tests hold every pair to a round trip. Nothing converted here carries
-personal data: findings are codes and references, inbox lines case ids, codes, divisions and dates,
-dead letters message ids and reason codes, audit entries references.
+with the ``*_from_wire`` ones (and the client's requests the other way); tests hold every pair to a
+round trip. Nothing a node answers carries personal data: findings and matches are codes and
+references, inbox lines and cases ids, codes, divisions and dates, custody node ids and hashes,
+dead letters message ids and reason codes, audit entries references. Only a ``SubmitRoster`` row
+(a :class:`~gateway.domain.records.ChildRecord`, converted by :mod:`gateway.wire`) carries personal
+data, from the county system to its own node; a case action's reason text goes the same way.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -17,11 +21,28 @@ from gateway import audit
 from gateway.cases import lifecycle as lc
 from gateway.cases.clock import Step as ClockStep
 from gateway.cases.service import InboxItem
+from gateway.cases.store import DocumentState
 from gateway.cases.store import Side as CaseSide
-from gateway.cases.types import Programme
-from gateway.errors import InputError
+from gateway.cases.types import EvidenceKind, Programme
+from gateway.county.views import (
+    MATCH_CODES,
+    CaseActionKind,
+    CaseCommand,
+    CaseDetail,
+    ClockLine,
+    CustodyLine,
+    CustodySummary,
+    DocumentLine,
+    HistoryLine,
+    MatchLine,
+)
+from gateway.custody.events import CaseType, Kind
+from gateway.domain.records import ChildKind, ChildRecord
+from gateway.errors import InputError, InvalidCase, InvalidRecord
 from gateway.exchange import outbox
 from gateway.reconcile.findings import Code, Finding, Role, Side
+from gateway.roster import IntakeSummary, Rejection
+from gateway.wire import record_from_wire, record_to_wire
 
 
 @dataclass(frozen=True)
@@ -169,3 +190,340 @@ def audit_line_from_wire(m: county_pb2.AuditEntry) -> AuditLine:
     except ValueError:
         raise InputError("an audit entry's hash is not hex") from None
     return AuditLine(m.seq, _time_from_wire(m.at, "at"), m.actor, m.action, m.purpose, m.reference, m.detail, digest)
+
+
+# --- SubmitRoster --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RosterOutcome:
+    """What a ``SubmitRoster`` stream came to: how many rows it carried and the intake's summary."""
+
+    received: int
+    summary: IntakeSummary
+
+
+def roster_header_to_wire(period: str, *, all_or_nothing: bool) -> county_pb2.SubmitRosterRequest:
+    return county_pb2.SubmitRosterRequest(header=county_pb2.RosterHeader(period=period, all_or_nothing=all_or_nothing))
+
+
+def roster_row_to_wire(record: ChildRecord) -> county_pb2.SubmitRosterRequest:
+    return county_pb2.SubmitRosterRequest(record=record_to_wire(record))
+
+
+def roster_row_from_wire(m: county_pb2.SubmitRosterRequest) -> ChildRecord:
+    """A row of the stream (``InputError`` for a second header, or a row that is no valid record:
+    the error names the field, never its value)."""
+    if m.WhichOneof("item") != "record":
+        raise InvalidRecord("after the header, every message of the stream is a row")
+    return record_from_wire(m.record)
+
+
+def roster_outcome_to_wire(o: RosterOutcome) -> county_pb2.RosterSummary:
+    s = o.summary
+    return county_pb2.RosterSummary(
+        period=s.period,
+        stored=s.stored,
+        received=o.received,
+        accepted=s.accepted,
+        by_kind={k.value: n for k, n in s.by_kind.items()},
+        rerouted=s.rerouted,
+        rejections=[county_pb2.RowRejection(position=r.position, code=r.code, reason=r.reason) for r in s.rejections],
+    )
+
+
+def roster_outcome_from_wire(m: county_pb2.RosterSummary) -> RosterOutcome:
+    try:
+        by_kind = dict.fromkeys(ChildKind, 0) | {ChildKind(k): n for k, n in m.by_kind.items()}
+    except ValueError:
+        raise InputError("a roster summary names an unknown kind") from None
+    rejections = tuple(Rejection(r.position, r.code, r.reason) for r in m.rejections)
+    summary = IntakeSummary(m.period, m.accepted, by_kind, m.rerouted, rejections, stored=m.stored)
+    return RosterOutcome(m.received, summary)
+
+
+# --- ListMatches ---------------------------------------------------------------------------------------
+
+
+def match_line_to_wire(line: MatchLine) -> county_pb2.MatchLine:
+    m = county_pb2.MatchLine(
+        band=line.band.value,
+        role=line.role.value,
+        peer=line.peer,
+        peer_division=line.peer_division,
+        record_ref=line.record_ref,
+        peer_ref=line.peer_ref,
+        stage=line.stage,
+        hints=dict(line.hints),
+        outcome=line.outcome,
+    )
+    if line.score is not None:
+        m.score = line.score
+    return m
+
+
+def match_line_from_wire(m: county_pb2.MatchLine) -> MatchLine:
+    try:
+        band, role = Code(m.band), Role(m.role)
+    except ValueError:
+        raise InputError("a match names an unknown band or role") from None
+    if band not in MATCH_CODES:
+        raise InputError("a match's band is matched or review")
+    return MatchLine(
+        band=band,
+        role=role,
+        peer=m.peer,
+        peer_division=m.peer_division,
+        record_ref=m.record_ref,
+        peer_ref=m.peer_ref,
+        stage=m.stage,
+        score=m.score if m.HasField("score") else None,
+        hints=tuple(sorted(m.hints.items())),
+        outcome=m.outcome,
+    )
+
+
+# --- GetCase -------------------------------------------------------------------------------------------
+
+
+def _day(d: date | None) -> str:
+    return d.isoformat() if d is not None else ""
+
+
+def _day_from_wire(text: str, name: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{name} is not an ISO date") from None
+
+
+def case_detail_to_wire(d: CaseDetail) -> county_pb2.CaseDetail:
+    return county_pb2.CaseDetail(
+        case_id=d.case_id,
+        side=d.side.value,
+        case_type=d.programme.value,
+        state=d.status.value,
+        accepting_node=d.accepting_node,
+        accepting_division=d.accepting_division,
+        registration_node=d.registration_node,
+        registration_division=d.registration_division,
+        accepted_on=_day(d.accepted_on),
+        flag=d.flag,
+        child_ref=d.child_ref,
+        clocks=[
+            county_pb2.CaseClock(
+                step=c.step.value,
+                limit=c.limit,
+                started_on=_day(c.started_on),
+                due_date=_day(c.due),
+                stopped_on=_day(c.stopped_on),
+                completed=c.completed,
+                paused=c.paused,
+                overdue=c.overdue,
+                late=c.late,
+            )
+            for c in d.clocks
+        ],
+        documents=[
+            county_pb2.DocumentInfo(
+                document_id=x.document_id, kind=x.kind.value, size=x.size, sha256=x.sha256, state=x.state.value
+            )
+            for x in d.documents
+        ],
+        history=[
+            county_pb2.CaseHistoryEvent(
+                at=_time_to_wire(h.at),
+                role=h.role.value,
+                action=h.action.value,
+                target=h.target.value,
+                registration_node=h.registration_node,
+            )
+            for h in d.history
+        ],
+        requested_items=[k.value for k in d.requested_items],
+        decision=d.decision,
+        payment_from=_day(d.payment_from),
+        reason_code=d.reason_code,
+        holder=d.holder,
+        pending_to=d.pending_to,
+        custody_closed=d.custody_closed,
+        oversight=d.oversight,
+    )
+
+
+def case_detail_from_wire(m: county_pb2.CaseDetail) -> CaseDetail:
+    try:
+        accepted_on = _day_from_wire(m.accepted_on, "accepted_on")
+        if accepted_on is None:
+            raise InputError("a case has an acceptance date")
+        return CaseDetail(
+            case_id=m.case_id,
+            side=CaseSide(m.side),
+            programme=Programme(m.case_type),
+            status=lc.Status(m.state),
+            accepting_node=m.accepting_node,
+            accepting_division=m.accepting_division,
+            registration_node=m.registration_node,
+            registration_division=m.registration_division,
+            accepted_on=accepted_on,
+            flag=m.flag,
+            child_ref=m.child_ref,
+            clocks=tuple(
+                ClockLine(
+                    ClockStep(c.step),
+                    c.limit,
+                    _day_from_wire(c.started_on, "started_on"),
+                    _day_from_wire(c.due_date, "due_date"),
+                    _day_from_wire(c.stopped_on, "stopped_on"),
+                    c.completed,
+                    c.paused,
+                    c.overdue,
+                    c.late,
+                )
+                for c in m.clocks
+            ),
+            documents=tuple(
+                DocumentLine(x.document_id, EvidenceKind(x.kind), x.size, x.sha256, DocumentState(x.state))
+                for x in m.documents
+            ),
+            history=tuple(
+                HistoryLine(
+                    _time_from_wire(h.at, "at"),
+                    lc.Role(h.role),
+                    lc.ActionKind(h.action),
+                    lc.Status(h.target),
+                    h.registration_node,
+                )
+                for h in m.history
+            ),
+            requested_items=tuple(EvidenceKind(k) for k in m.requested_items),
+            decision=m.decision,
+            payment_from=_day_from_wire(m.payment_from, "payment_from"),
+            reason_code=m.reason_code,
+            holder=m.holder,
+            pending_to=m.pending_to,
+            custody_closed=m.custody_closed,
+            oversight=m.oversight,
+        )
+    except ValueError:
+        raise InputError("a case names an unknown side, type, state, step, kind, role or action") from None
+
+
+# --- CaseAction ----------------------------------------------------------------------------------------
+
+_ACTION_FIELDS: dict[str, CaseActionKind] = {
+    "request_material": CaseActionKind.REQUEST_MATERIAL,
+    "first_review": CaseActionKind.FIRST_REVIEW,
+    "approve": CaseActionKind.APPROVE,
+    "reject": CaseActionKind.REJECT,
+    "return_case": CaseActionKind.RETURN,
+    "notify_applicant": CaseActionKind.NOTIFY_APPLICANT,
+    "close": CaseActionKind.CLOSE,
+    "withdraw": CaseActionKind.WITHDRAW,
+}
+_FIELD_OF_ACTION = {kind: name for name, kind in _ACTION_FIELDS.items()}
+_YEAR_MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])", re.ASCII)
+
+
+def case_command_to_wire(c: CaseCommand) -> county_pb2.CaseActionRequest:
+    m = county_pb2.CaseActionRequest(case_id=c.case_id)
+    field_name = _FIELD_OF_ACTION[c.kind]
+    if c.kind is CaseActionKind.REQUEST_MATERIAL:
+        m.request_material.CopyFrom(county_pb2.RequestMaterialAction(items=[k.value for k in c.items], note=c.note))
+    elif c.kind is CaseActionKind.APPROVE:
+        assert c.payment_month is not None  # CaseCommand checks it
+        m.approve.CopyFrom(county_pb2.ApproveAction(payment_month=c.payment_month.strftime("%Y-%m")))
+    elif c.kind in (CaseActionKind.REJECT, CaseActionKind.RETURN):
+        getattr(m, field_name).CopyFrom(county_pb2.ReasonAction(reason_code=c.reason_code, text=c.text))
+    else:
+        getattr(m, field_name).CopyFrom(county_pb2.NoArguments())
+    return m
+
+
+def case_command_from_wire(m: county_pb2.CaseActionRequest) -> CaseCommand:
+    """The action a caller asks for (``InvalidCase`` for none, an unknown item or a bad month)."""
+    which = m.WhichOneof("action")
+    if which is None:
+        raise InvalidCase("a case action names one action")
+    kind = _ACTION_FIELDS[which]
+    if kind is CaseActionKind.REQUEST_MATERIAL:
+        try:
+            items = tuple(EvidenceKind(i) for i in m.request_material.items)
+        except ValueError:
+            raise InvalidCase("request_material names an unknown evidence kind") from None
+        return CaseCommand(m.case_id, kind, items=items, note=m.request_material.note)
+    if kind is CaseActionKind.APPROVE:
+        month = m.approve.payment_month
+        if not _YEAR_MONTH.fullmatch(month):
+            raise InvalidCase("approve needs the payment month (YYYY-MM)")
+        return CaseCommand(m.case_id, kind, payment_month=date.fromisoformat(month + "-01"))
+    if kind in (CaseActionKind.REJECT, CaseActionKind.RETURN):
+        reason = m.reject if kind is CaseActionKind.REJECT else m.return_case
+        return CaseCommand(m.case_id, kind, reason_code=reason.reason_code, text=reason.text)
+    return CaseCommand(m.case_id, kind)
+
+
+def case_state_to_wire(case_id: str, status: lc.Status) -> county_pb2.CaseActionResponse:
+    return county_pb2.CaseActionResponse(case_id=case_id, state=status.value)
+
+
+def case_state_from_wire(m: county_pb2.CaseActionResponse) -> lc.Status:
+    try:
+        return lc.Status(m.state)
+    except ValueError:
+        raise InputError("a case action answered an unknown state") from None
+
+
+# --- GetCustody ----------------------------------------------------------------------------------------
+
+
+def custody_summary_to_wire(s: CustodySummary) -> county_pb2.CustodyView:
+    return county_pb2.CustodyView(
+        case_id=s.case_id,
+        case_type=s.case_type.value,
+        accepting_node=s.accepting_node,
+        accepted_on=_day(s.accepted_on),
+        registration_node=s.registration_node,
+        holder=s.holder,
+        pending_from=s.pending_from,
+        pending_to=s.pending_to,
+        closed=s.closed,
+        head=s.head,
+        events=[
+            county_pb2.CustodyEventInfo(
+                seq=e.seq, kind=e.kind.value, signer=e.signer, created_at=_time_to_wire(e.created), hash=e.hash
+            )
+            for e in s.events
+        ],
+        equivocations=s.equivocations,
+        off_chain=s.off_chain,
+    )
+
+
+def custody_summary_from_wire(m: county_pb2.CustodyView) -> CustodySummary:
+    try:
+        accepted_on = _day_from_wire(m.accepted_on, "accepted_on")
+        if accepted_on is None:
+            raise InputError("a custody chain has an acceptance date")
+        return CustodySummary(
+            case_id=m.case_id,
+            case_type=CaseType(m.case_type),
+            accepting_node=m.accepting_node,
+            accepted_on=accepted_on,
+            registration_node=m.registration_node,
+            holder=m.holder,
+            pending_from=m.pending_from,
+            pending_to=m.pending_to,
+            closed=m.closed,
+            head=m.head,
+            events=tuple(
+                CustodyLine(e.seq, Kind(e.kind), e.signer, _time_from_wire(e.created_at, "created_at"), e.hash)
+                for e in m.events
+            ),
+            equivocations=m.equivocations,
+            off_chain=m.off_chain,
+        )
+    except ValueError:
+        raise InputError("a custody view names an unknown case type or event kind") from None

@@ -255,6 +255,50 @@ def _hints(link: Link) -> str:
     return f"stage={link.stage} score={link.score:.3f} {hints}"
 
 
+HINT_FIELDS = frozenset({"name", "birth", "sex"})
+HINT_LEVELS = frozenset({"agree", "partial", "disagree", "unknown"})
+_STAGES = frozenset({"exact", "fuzzy"})
+_OUTCOMES = frozenset({MatchOutcome.PROBABLE.value, MatchOutcome.POSSIBLE.value})
+
+
+@dataclass(frozen=True)
+class MatchHints:
+    """What the ``detail`` of a ``matched`` or ``review`` finding says about its link."""
+
+    stage: str = ""
+    score: float | None = None
+    hints: Mapping[str, str] = field(default_factory=dict)
+    outcome: str = ""
+
+
+def parse_hints(detail: str) -> MatchHints:
+    """Read back what :func:`_hints` (registration role) or the residence role's ``outcome=…`` wrote.
+
+    Fails closed: only the known keys with known values are kept (``stage`` exact/fuzzy, ``score``
+    a number in [0, 1], ``outcome`` probable/possible, a field of :data:`HINT_FIELDS` with a level of
+    :data:`HINT_LEVELS`); anything else in the text is dropped, never passed on."""
+    stage, score, outcome = "", None, ""
+    hints: dict[str, str] = {}
+    for token in detail.replace(",", " ").split():
+        key, sep, value = token.partition("=")
+        if not sep:
+            continue
+        if key == "stage" and value in _STAGES:
+            stage = value
+        elif key == "score":
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            if 0.0 <= number <= 1.0:
+                score = number
+        elif key == "outcome" and value in _OUTCOMES:
+            outcome = value
+        elif key in HINT_FIELDS and value in HINT_LEVELS:
+            hints[key] = value
+    return MatchHints(stage, score, hints, outcome)
+
+
 def _review_outcome(link: Link, thresholds: Thresholds) -> MatchOutcome:
     # Probable: an exact ID held twice, or a score that reached the automatic bar but lost on the
     # margin (twins, siblings); possible: a score below the automatic bar.

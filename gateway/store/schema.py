@@ -324,6 +324,21 @@ county_tokens = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
 
+# Client certificates of the node's county CA (gateway.county.certs): the certificate's SHA-256
+# fingerprint, never its key; the role and scope the interceptor applies come from here.
+county_certs = Table(
+    "county_certs",
+    metadata,
+    Column("cert_id", String(32), primary_key=True),
+    Column("fingerprint", LargeBinary(32), nullable=False, unique=True),
+    Column("role", String(32), nullable=False),
+    Column("label", String(80), nullable=False),
+    Column("division", String(6), nullable=False),  # "" when the role has no division scope
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("not_after", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
 # --- the web inbox (gateway.web): staff accounts, one-time sign-in codes, sessions ------------------
 # Secrets are stored only as hashes: passwords with scrypt (salt and parameters in the string),
 # sign-in codes and session ids with domain-separated SHA-256 (they carry 256 random bits).

@@ -23,39 +23,88 @@ _sym_db = _symbol_database.Default()
 
 
 from tongban.v1 import common_pb2 as tongban_dot_v1_dot_common__pb2
+from tongban.v1 import records_pb2 as tongban_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tongban/v1/county.proto\x12\ntongban.v1\x1a\x17tongban/v1/common.proto\"+\n\x13ListFindingsRequest\x12\x0e\n\x06period\x18\x01 \x01(\tJ\x04\x08\x02\x10\x0b\"\x84\x01\n\x07\x46inding\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04side\x18\x03 \x01(\t\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x15\n\rpeer_division\x18\x05 \x01(\t\x12\x12\n\nrecord_ref\x18\x06 \x01(\t\x12\x10\n\x08peer_ref\x18\x07 \x01(\tJ\x04\x08\x08\x10\x10\"S\n\x14ListFindingsResponse\x12\x0e\n\x06period\x18\x01 \x01(\t\x12%\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x13.tongban.v1.FindingJ\x04\x08\x03\x10\x0b\"0\n\x10\x43\x61seInboxRequest\x12\x16\n\x0einclude_closed\x18\x01 \x01(\x08J\x04\x08\x02\x10\x0b\"\xd0\x01\n\tInboxItem\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0c\n\x04side\x18\x02 \x01(\t\x12\x11\n\tcase_type\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x05 \x01(\t\x12\x10\n\x08\x64ue_step\x18\x06 \x01(\t\x12\x0f\n\x07overdue\x18\x07 \x01(\x08\x12\x1a\n\x12\x61\x63\x63\x65pting_division\x18\x08 \x01(\t\x12\x1d\n\x15registration_division\x18\t \x01(\t\x12\x0c\n\x04\x66lag\x18\n \x01(\tJ\x04\x08\x0b\x10\x15\"?\n\x11\x43\x61seInboxResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.tongban.v1.InboxItemJ\x04\x08\x02\x10\x0b\";\n\x16ListDeadLettersRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\rJ\x04\x08\x03\x10\x0b\"{\n\nDeadLetter\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\tJ\x04\x08\x07\x10\x10\"M\n\x17ListDeadLettersResponse\x12,\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x16.tongban.v1.DeadLetterJ\x04\x08\x02\x10\x0b\"#\n\x10\x41uditTailRequest\x12\t\n\x01n\x18\x01 \x01(\rJ\x04\x08\x02\x10\x0b\"\x92\x01\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02\x61t\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x11\n\treference\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x12\n\nentry_hash\x18\x08 \x01(\tJ\x04\x08\t\x10\x10\"B\n\x11\x41uditTailResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.tongban.v1.AuditEntryJ\x04\x08\x02\x10\x0b\x32\x8d\x03\n\x06\x43ounty\x12@\n\x0bGetNodeInfo\x12\x1b.tongban.v1.NodeInfoRequest\x1a\x14.tongban.v1.NodeInfo\x12Q\n\x0cListFindings\x12\x1f.tongban.v1.ListFindingsRequest\x1a .tongban.v1.ListFindingsResponse\x12H\n\tCaseInbox\x12\x1c.tongban.v1.CaseInboxRequest\x1a\x1d.tongban.v1.CaseInboxResponse\x12Z\n\x0fListDeadLetters\x12\".tongban.v1.ListDeadLettersRequest\x1a#.tongban.v1.ListDeadLettersResponse\x12H\n\tAuditTail\x12\x1c.tongban.v1.AuditTailRequest\x1a\x1d.tongban.v1.AuditTailResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tongban/v1/county.proto\x12\ntongban.v1\x1a\x17tongban/v1/common.proto\x1a\x18tongban/v1/records.proto\"+\n\x13ListFindingsRequest\x12\x0e\n\x06period\x18\x01 \x01(\tJ\x04\x08\x02\x10\x0b\"\x84\x01\n\x07\x46inding\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04side\x18\x03 \x01(\t\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x15\n\rpeer_division\x18\x05 \x01(\t\x12\x12\n\nrecord_ref\x18\x06 \x01(\t\x12\x10\n\x08peer_ref\x18\x07 \x01(\tJ\x04\x08\x08\x10\x10\"S\n\x14ListFindingsResponse\x12\x0e\n\x06period\x18\x01 \x01(\t\x12%\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x13.tongban.v1.FindingJ\x04\x08\x03\x10\x0b\"0\n\x10\x43\x61seInboxRequest\x12\x16\n\x0einclude_closed\x18\x01 \x01(\x08J\x04\x08\x02\x10\x0b\"\xd0\x01\n\tInboxItem\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0c\n\x04side\x18\x02 \x01(\t\x12\x11\n\tcase_type\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x05 \x01(\t\x12\x10\n\x08\x64ue_step\x18\x06 \x01(\t\x12\x0f\n\x07overdue\x18\x07 \x01(\x08\x12\x1a\n\x12\x61\x63\x63\x65pting_division\x18\x08 \x01(\t\x12\x1d\n\x15registration_division\x18\t \x01(\t\x12\x0c\n\x04\x66lag\x18\n \x01(\tJ\x04\x08\x0b\x10\x15\"?\n\x11\x43\x61seInboxResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.tongban.v1.InboxItemJ\x04\x08\x02\x10\x0b\";\n\x16ListDeadLettersRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\rJ\x04\x08\x03\x10\x0b\"{\n\nDeadLetter\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\tJ\x04\x08\x07\x10\x10\"M\n\x17ListDeadLettersResponse\x12,\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x16.tongban.v1.DeadLetterJ\x04\x08\x02\x10\x0b\"#\n\x10\x41uditTailRequest\x12\t\n\x01n\x18\x01 \x01(\rJ\x04\x08\x02\x10\x0b\"\x92\x01\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02\x61t\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x11\n\treference\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x12\n\nentry_hash\x18\x08 \x01(\tJ\x04\x08\t\x10\x10\"B\n\x11\x41uditTailResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.tongban.v1.AuditEntryJ\x04\x08\x02\x10\x0b\"<\n\x0cRosterHeader\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x16\n\x0e\x61ll_or_nothing\x18\x02 \x01(\x08J\x04\x08\x03\x10\x0b\"z\n\x13SubmitRosterRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.tongban.v1.RosterHeaderH\x00\x12)\n\x06record\x18\x02 \x01(\x0b\x32\x17.tongban.v1.ChildRecordH\x00\x42\x06\n\x04itemJ\x04\x08\x03\x10\x0b\"D\n\x0cRowRejection\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\tJ\x04\x08\x04\x10\t\"\x80\x02\n\rRosterSummary\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x0e\n\x06stored\x18\x02 \x01(\x08\x12\x10\n\x08received\x18\x03 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\r\x12\x36\n\x07\x62y_kind\x18\x05 \x03(\x0b\x32%.tongban.v1.RosterSummary.ByKindEntry\x12\x10\n\x08rerouted\x18\x06 \x01(\r\x12,\n\nrejections\x18\x07 \x03(\x0b\x32\x18.tongban.v1.RowRejection\x1a-\n\x0b\x42yKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01J\x04\x08\x08\x10\x10\"*\n\x12ListMatchesRequest\x12\x0e\n\x06period\x18\x01 \x01(\tJ\x04\x08\x02\x10\x0b\"\x95\x02\n\tMatchLine\x12\x0c\n\x04\x62\x61nd\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x15\n\rpeer_division\x18\x04 \x01(\t\x12\x12\n\nrecord_ref\x18\x05 \x01(\t\x12\x10\n\x08peer_ref\x18\x06 \x01(\t\x12\r\n\x05stage\x18\x07 \x01(\t\x12\x12\n\x05score\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12/\n\x05hints\x18\t \x03(\x0b\x32 .tongban.v1.MatchLine.HintsEntry\x12\x0f\n\x07outcome\x18\n \x01(\t\x1a,\n\nHintsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_scoreJ\x04\x08\x0b\x10\x15\"\'\n\x0eGetCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\tJ\x04\x08\x02\x10\x0b\"\xaa\x01\n\tCaseClock\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x12\n\nstarted_on\x18\x03 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x04 \x01(\t\x12\x12\n\nstopped_on\x18\x05 \x01(\t\x12\x11\n\tcompleted\x18\x06 \x01(\x08\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12\x0f\n\x07overdue\x18\x08 \x01(\x08\x12\x0c\n\x04late\x18\t \x01(\x08J\x04\x08\n\x10\x10\"d\n\x0c\x44ocumentInfo\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\tJ\x04\x08\x06\x10\x0b\"m\n\x10\x43\x61seHistoryEvent\x12\n\n\x02\x61t\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x19\n\x11registration_node\x18\x05 \x01(\tJ\x04\x08\x06\x10\x0b\"\x9f\x04\n\nCaseDetail\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0c\n\x04side\x18\x02 \x01(\t\x12\x11\n\tcase_type\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65pting_node\x18\x05 \x01(\t\x12\x1a\n\x12\x61\x63\x63\x65pting_division\x18\x06 \x01(\t\x12\x19\n\x11registration_node\x18\x07 \x01(\t\x12\x1d\n\x15registration_division\x18\x08 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65pted_on\x18\t \x01(\t\x12\x0c\n\x04\x66lag\x18\n \x01(\t\x12\x11\n\tchild_ref\x18\x0b \x01(\t\x12%\n\x06\x63locks\x18\x0c \x03(\x0b\x32\x15.tongban.v1.CaseClock\x12+\n\tdocuments\x18\r \x03(\x0b\x32\x18.tongban.v1.DocumentInfo\x12-\n\x07history\x18\x0e \x03(\x0b\x32\x1c.tongban.v1.CaseHistoryEvent\x12\x17\n\x0frequested_items\x18\x0f \x03(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x10 \x01(\t\x12\x14\n\x0cpayment_from\x18\x11 \x01(\t\x12\x13\n\x0breason_code\x18\x12 \x01(\t\x12\x0e\n\x06holder\x18\x13 \x01(\t\x12\x12\n\npending_to\x18\x14 \x01(\t\x12\x16\n\x0e\x63ustody_closed\x18\x15 \x01(\x08\x12\x11\n\toversight\x18\x16 \x01(\x08J\x04\x08\x17\x10)\":\n\x15RequestMaterialAction\x12\r\n\x05items\x18\x01 \x03(\t\x12\x0c\n\x04note\x18\x02 \x01(\tJ\x04\x08\x03\x10\t\",\n\rApproveAction\x12\x15\n\rpayment_month\x18\x01 \x01(\tJ\x04\x08\x02\x10\t\"7\n\x0cReasonAction\x12\x13\n\x0breason_code\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\tJ\x04\x08\x03\x10\t\"\x13\n\x0bNoArgumentsJ\x04\x08\x01\x10\t\"\xbb\x03\n\x11\x43\x61seActionRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12=\n\x10request_material\x18\x02 \x01(\x0b\x32!.tongban.v1.RequestMaterialActionH\x00\x12/\n\x0c\x66irst_review\x18\x03 \x01(\x0b\x32\x17.tongban.v1.NoArgumentsH\x00\x12,\n\x07\x61pprove\x18\x04 \x01(\x0b\x32\x19.tongban.v1.ApproveActionH\x00\x12*\n\x06reject\x18\x05 \x01(\x0b\x32\x18.tongban.v1.ReasonActionH\x00\x12/\n\x0breturn_case\x18\x06 \x01(\x0b\x32\x18.tongban.v1.ReasonActionH\x00\x12\x33\n\x10notify_applicant\x18\x07 \x01(\x0b\x32\x17.tongban.v1.NoArgumentsH\x00\x12(\n\x05\x63lose\x18\x08 \x01(\x0b\x32\x17.tongban.v1.NoArgumentsH\x00\x12+\n\x08withdraw\x18\t \x01(\x0b\x32\x17.tongban.v1.NoArgumentsH\x00\x42\x08\n\x06\x61\x63tionJ\x04\x08\n\x10\x15\":\n\x12\x43\x61seActionResponse\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\tJ\x04\x08\x03\x10\x0b\"*\n\x11GetCustodyRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\tJ\x04\x08\x02\x10\x0b\"e\n\x10\x43ustodyEventInfo\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06signer\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\t\x12\x0c\n\x04hash\x18\x05 \x01(\tJ\x04\x08\x06\x10\x0b\"\xaf\x02\n\x0b\x43ustodyView\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x11\n\tcase_type\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65pting_node\x18\x03 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65pted_on\x18\x04 \x01(\t\x12\x19\n\x11registration_node\x18\x05 \x01(\t\x12\x0e\n\x06holder\x18\x06 \x01(\t\x12\x14\n\x0cpending_from\x18\x07 \x01(\t\x12\x12\n\npending_to\x18\x08 \x01(\t\x12\x0e\n\x06\x63losed\x18\t \x01(\x08\x12\x0c\n\x04head\x18\n \x01(\t\x12,\n\x06\x65vents\x18\x0b \x03(\x0b\x32\x1c.tongban.v1.CustodyEventInfo\x12\x15\n\requivocations\x18\x0c \x01(\r\x12\x11\n\toff_chain\x18\r \x01(\rJ\x04\x08\x0e\x10\x15\x32\xf5\x05\n\x06\x43ounty\x12@\n\x0bGetNodeInfo\x12\x1b.tongban.v1.NodeInfoRequest\x1a\x14.tongban.v1.NodeInfo\x12Q\n\x0cListFindings\x12\x1f.tongban.v1.ListFindingsRequest\x1a .tongban.v1.ListFindingsResponse\x12H\n\tCaseInbox\x12\x1c.tongban.v1.CaseInboxRequest\x1a\x1d.tongban.v1.CaseInboxResponse\x12Z\n\x0fListDeadLetters\x12\".tongban.v1.ListDeadLettersRequest\x1a#.tongban.v1.ListDeadLettersResponse\x12H\n\tAuditTail\x12\x1c.tongban.v1.AuditTailRequest\x1a\x1d.tongban.v1.AuditTailResponse\x12L\n\x0cSubmitRoster\x12\x1f.tongban.v1.SubmitRosterRequest\x1a\x19.tongban.v1.RosterSummary(\x01\x12\x46\n\x0bListMatches\x12\x1e.tongban.v1.ListMatchesRequest\x1a\x15.tongban.v1.MatchLine0\x01\x12=\n\x07GetCase\x12\x1a.tongban.v1.GetCaseRequest\x1a\x16.tongban.v1.CaseDetail\x12K\n\nCaseAction\x12\x1d.tongban.v1.CaseActionRequest\x1a\x1e.tongban.v1.CaseActionResponse\x12\x44\n\nGetCustody\x12\x1d.tongban.v1.GetCustodyRequest\x1a\x17.tongban.v1.CustodyViewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tongban.v1.county_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTFINDINGSREQUEST']._serialized_start=64
-  _globals['_LISTFINDINGSREQUEST']._serialized_end=107
-  _globals['_FINDING']._serialized_start=110
-  _globals['_FINDING']._serialized_end=242
-  _globals['_LISTFINDINGSRESPONSE']._serialized_start=244
-  _globals['_LISTFINDINGSRESPONSE']._serialized_end=327
-  _globals['_CASEINBOXREQUEST']._serialized_start=329
-  _globals['_CASEINBOXREQUEST']._serialized_end=377
-  _globals['_INBOXITEM']._serialized_start=380
-  _globals['_INBOXITEM']._serialized_end=588
-  _globals['_CASEINBOXRESPONSE']._serialized_start=590
-  _globals['_CASEINBOXRESPONSE']._serialized_end=653
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=655
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=714
-  _globals['_DEADLETTER']._serialized_start=716
-  _globals['_DEADLETTER']._serialized_end=839
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=841
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=918
-  _globals['_AUDITTAILREQUEST']._serialized_start=920
-  _globals['_AUDITTAILREQUEST']._serialized_end=955
-  _globals['_AUDITENTRY']._serialized_start=958
-  _globals['_AUDITENTRY']._serialized_end=1104
-  _globals['_AUDITTAILRESPONSE']._serialized_start=1106
-  _globals['_AUDITTAILRESPONSE']._serialized_end=1172
-  _globals['_COUNTY']._serialized_start=1175
-  _globals['_COUNTY']._serialized_end=1572
+  _globals['_ROSTERSUMMARY_BYKINDENTRY']._loaded_options = None
+  _globals['_ROSTERSUMMARY_BYKINDENTRY']._serialized_options = b'8\001'
+  _globals['_MATCHLINE_HINTSENTRY']._loaded_options = None
+  _globals['_MATCHLINE_HINTSENTRY']._serialized_options = b'8\001'
+  _globals['_LISTFINDINGSREQUEST']._serialized_start=90
+  _globals['_LISTFINDINGSREQUEST']._serialized_end=133
+  _globals['_FINDING']._serialized_start=136
+  _globals['_FINDING']._serialized_end=268
+  _globals['_LISTFINDINGSRESPONSE']._serialized_start=270
+  _globals['_LISTFINDINGSRESPONSE']._serialized_end=353
+  _globals['_CASEINBOXREQUEST']._serialized_start=355
+  _globals['_CASEINBOXREQUEST']._serialized_end=403
+  _globals['_INBOXITEM']._serialized_start=406
+  _globals['_INBOXITEM']._serialized_end=614
+  _globals['_CASEINBOXRESPONSE']._serialized_start=616
+  _globals['_CASEINBOXRESPONSE']._serialized_end=679
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=681
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=740
+  _globals['_DEADLETTER']._serialized_start=742
+  _globals['_DEADLETTER']._serialized_end=865
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=867
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=944
+  _globals['_AUDITTAILREQUEST']._serialized_start=946
+  _globals['_AUDITTAILREQUEST']._serialized_end=981
+  _globals['_AUDITENTRY']._serialized_start=984
+  _globals['_AUDITENTRY']._serialized_end=1130
+  _globals['_AUDITTAILRESPONSE']._serialized_start=1132
+  _globals['_AUDITTAILRESPONSE']._serialized_end=1198
+  _globals['_ROSTERHEADER']._serialized_start=1200
+  _globals['_ROSTERHEADER']._serialized_end=1260
+  _globals['_SUBMITROSTERREQUEST']._serialized_start=1262
+  _globals['_SUBMITROSTERREQUEST']._serialized_end=1384
+  _globals['_ROWREJECTION']._serialized_start=1386
+  _globals['_ROWREJECTION']._serialized_end=1454
+  _globals['_ROSTERSUMMARY']._serialized_start=1457
+  _globals['_ROSTERSUMMARY']._serialized_end=1713
+  _globals['_ROSTERSUMMARY_BYKINDENTRY']._serialized_start=1662
+  _globals['_ROSTERSUMMARY_BYKINDENTRY']._serialized_end=1707
+  _globals['_LISTMATCHESREQUEST']._serialized_start=1715
+  _globals['_LISTMATCHESREQUEST']._serialized_end=1757
+  _globals['_MATCHLINE']._serialized_start=1760
+  _globals['_MATCHLINE']._serialized_end=2037
+  _globals['_MATCHLINE_HINTSENTRY']._serialized_start=1977
+  _globals['_MATCHLINE_HINTSENTRY']._serialized_end=2021
+  _globals['_GETCASEREQUEST']._serialized_start=2039
+  _globals['_GETCASEREQUEST']._serialized_end=2078
+  _globals['_CASECLOCK']._serialized_start=2081
+  _globals['_CASECLOCK']._serialized_end=2251
+  _globals['_DOCUMENTINFO']._serialized_start=2253
+  _globals['_DOCUMENTINFO']._serialized_end=2353
+  _globals['_CASEHISTORYEVENT']._serialized_start=2355
+  _globals['_CASEHISTORYEVENT']._serialized_end=2464
+  _globals['_CASEDETAIL']._serialized_start=2467
+  _globals['_CASEDETAIL']._serialized_end=3010
+  _globals['_REQUESTMATERIALACTION']._serialized_start=3012
+  _globals['_REQUESTMATERIALACTION']._serialized_end=3070
+  _globals['_APPROVEACTION']._serialized_start=3072
+  _globals['_APPROVEACTION']._serialized_end=3116
+  _globals['_REASONACTION']._serialized_start=3118
+  _globals['_REASONACTION']._serialized_end=3173
+  _globals['_NOARGUMENTS']._serialized_start=3175
+  _globals['_NOARGUMENTS']._serialized_end=3194
+  _globals['_CASEACTIONREQUEST']._serialized_start=3197
+  _globals['_CASEACTIONREQUEST']._serialized_end=3640
+  _globals['_CASEACTIONRESPONSE']._serialized_start=3642
+  _globals['_CASEACTIONRESPONSE']._serialized_end=3700
+  _globals['_GETCUSTODYREQUEST']._serialized_start=3702
+  _globals['_GETCUSTODYREQUEST']._serialized_end=3744
+  _globals['_CUSTODYEVENTINFO']._serialized_start=3746
+  _globals['_CUSTODYEVENTINFO']._serialized_end=3847
+  _globals['_CUSTODYVIEW']._serialized_start=3850
+  _globals['_CUSTODYVIEW']._serialized_end=4153
+  _globals['_COUNTY']._serialized_start=4156
+  _globals['_COUNTY']._serialized_end=4913
 # @@protoc_insertion_point(module_scope)

@@ -4,13 +4,15 @@ isort:skip_file
 Tongban wire contract, version 1: the county-facing service a county system calls on its own
 node (SPEC §7). Every call is authenticated (an API token, `authorization: Bearer <token>`) and
 checked against the permission table (gateway/data/county_permissions.toml, rendered into
-docs/county-permissions.md). Nothing here carries personal data: codes, references, dates.
+docs/county-permissions.md). Nothing a node answers carries personal data: codes, references,
+dates. Only SubmitRoster's rows carry personal data, from the county system to its own node.
 """
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from tongban.v1 import records_pb2 as _records_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -354,3 +356,743 @@ class AuditTailResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditTailResponse: _TypeAlias = AuditTailResponse  # noqa: Y015
+
+@_typing.final
+class RosterHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    ALL_OR_NOTHING_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    """e.g. "2026Q3" """
+    all_or_nothing: _builtins.bool
+    """store nothing if any row is rejected"""
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+        all_or_nothing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_or_nothing", b"all_or_nothing", "period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RosterHeader: _TypeAlias = RosterHeader  # noqa: Y015
+
+@_typing.final
+class SubmitRosterRequest(_message.Message):
+    """The first message of a SubmitRoster stream is a header; every later one a row."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___RosterHeader: ...
+    @_builtins.property
+    def record(self) -> _records_pb2.ChildRecord: ...
+    def __init__(
+        self,
+        *,
+        header: Global___RosterHeader | None = ...,
+        record: _records_pb2.ChildRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "item", b"item", "record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "item", b"item", "record", b"record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["header", "record"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___SubmitRosterRequest: _TypeAlias = SubmitRosterRequest  # noqa: Y015
+
+@_typing.final
+class RowRejection(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """1-based position of the row in the stream (the header not counted)"""
+    code: _builtins.str
+    reason: _builtins.str
+    """names the field, never its value"""
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "position", b"position", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RowRejection: _TypeAlias = RowRejection  # noqa: Y015
+
+@_typing.final
+class RosterSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ByKindEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    STORED_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    BY_KIND_FIELD_NUMBER: _builtins.int
+    REROUTED_FIELD_NUMBER: _builtins.int
+    REJECTIONS_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    stored: _builtins.bool
+    """false: nothing stored (all_or_nothing and a row was rejected)"""
+    received: _builtins.int
+    """rows in the stream"""
+    accepted: _builtins.int
+    """rows stored"""
+    rerouted: _builtins.int
+    """rows whose retired division codes were re-routed"""
+    @_builtins.property
+    def by_kind(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """stored rows by kind: migrant, left_behind, neither"""
+
+    @_builtins.property
+    def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowRejection]: ...
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+        stored: _builtins.bool = ...,
+        received: _builtins.int = ...,
+        accepted: _builtins.int = ...,
+        by_kind: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        rerouted: _builtins.int = ...,
+        rejections: _abc.Iterable[Global___RowRejection] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "by_kind", b"by_kind", "period", b"period", "received", b"received", "rejections", b"rejections", "rerouted", b"rerouted", "stored", b"stored"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RosterSummary: _TypeAlias = RosterSummary  # noqa: Y015
+
+@_typing.final
+class ListMatchesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    """e.g. "2026Q3" """
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMatchesRequest: _TypeAlias = ListMatchesRequest  # noqa: Y015
+
+@_typing.final
+class MatchLine(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HintsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BAND_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    PEER_DIVISION_FIELD_NUMBER: _builtins.int
+    RECORD_REF_FIELD_NUMBER: _builtins.int
+    PEER_REF_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    HINTS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    band: _builtins.str
+    """"matched" or "review" """
+    role: _builtins.str
+    """"registration": this node matched; "residence": the peer's answer"""
+    peer: _builtins.str
+    peer_division: _builtins.str
+    record_ref: _builtins.str
+    """registration: this node's record id; residence: this node's notice"""
+    peer_ref: _builtins.str
+    """the peer's notice reference or registration reference"""
+    stage: _builtins.str
+    """"exact" or "fuzzy"; "" when not known here"""
+    score: _builtins.float
+    outcome: _builtins.str
+    """residence role, review band: "probable" or "possible" """
+    @_builtins.property
+    def hints(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """name / birth / sex -> agree, partial, disagree or unknown"""
+
+    def __init__(
+        self,
+        *,
+        band: _builtins.str = ...,
+        role: _builtins.str = ...,
+        peer: _builtins.str = ...,
+        peer_division: _builtins.str = ...,
+        record_ref: _builtins.str = ...,
+        peer_ref: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        score: _builtins.float | None = ...,
+        hints: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        outcome: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "score", b"score"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "band", b"band", "hints", b"hints", "outcome", b"outcome", "peer", b"peer", "peer_division", b"peer_division", "peer_ref", b"peer_ref", "record_ref", b"record_ref", "role", b"role", "score", b"score", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__score: _TypeAlias = _typing.Literal["score"]  # noqa: Y015
+    _WhichOneofArgType__score: _TypeAlias = _typing.Literal["_score", b"_score"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__score) -> _WhichOneofReturnType__score | None: ...
+
+Global___MatchLine: _TypeAlias = MatchLine  # noqa: Y015
+
+@_typing.final
+class GetCaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCaseRequest: _TypeAlias = GetCaseRequest  # noqa: Y015
+
+@_typing.final
+class CaseClock(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    STARTED_ON_FIELD_NUMBER: _builtins.int
+    DUE_DATE_FIELD_NUMBER: _builtins.int
+    STOPPED_ON_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    limit: _builtins.int
+    """working days"""
+    started_on: _builtins.str
+    """ISO dates; "" when not (yet) known"""
+    due_date: _builtins.str
+    stopped_on: _builtins.str
+    completed: _builtins.bool
+    paused: _builtins.bool
+    overdue: _builtins.bool
+    """still running after its due day"""
+    late: _builtins.bool
+    """completed after its due day"""
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        started_on: _builtins.str = ...,
+        due_date: _builtins.str = ...,
+        stopped_on: _builtins.str = ...,
+        completed: _builtins.bool = ...,
+        paused: _builtins.bool = ...,
+        overdue: _builtins.bool = ...,
+        late: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "due_date", b"due_date", "late", b"late", "limit", b"limit", "overdue", b"overdue", "paused", b"paused", "started_on", b"started_on", "step", b"step", "stopped_on", b"stopped_on"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseClock: _TypeAlias = CaseClock  # noqa: Y015
+
+@_typing.final
+class DocumentInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    document_id: _builtins.str
+    kind: _builtins.str
+    size: _builtins.int
+    sha256: _builtins.str
+    state: _builtins.str
+    """"pending", "complete" or "refused" """
+    def __init__(
+        self,
+        *,
+        document_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "kind", b"kind", "sha256", b"sha256", "size", b"size", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentInfo: _TypeAlias = DocumentInfo  # noqa: Y015
+
+@_typing.final
+class CaseHistoryEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    REGISTRATION_NODE_FIELD_NUMBER: _builtins.int
+    at: _builtins.str
+    """RFC 3339, UTC"""
+    role: _builtins.str
+    action: _builtins.str
+    target: _builtins.str
+    """the state the event led to"""
+    registration_node: _builtins.str
+    def __init__(
+        self,
+        *,
+        at: _builtins.str = ...,
+        role: _builtins.str = ...,
+        action: _builtins.str = ...,
+        target: _builtins.str = ...,
+        registration_node: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "at", b"at", "registration_node", b"registration_node", "role", b"role", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseHistoryEvent: _TypeAlias = CaseHistoryEvent  # noqa: Y015
+
+@_typing.final
+class CaseDetail(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    CASE_TYPE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ACCEPTING_NODE_FIELD_NUMBER: _builtins.int
+    ACCEPTING_DIVISION_FIELD_NUMBER: _builtins.int
+    REGISTRATION_NODE_FIELD_NUMBER: _builtins.int
+    REGISTRATION_DIVISION_FIELD_NUMBER: _builtins.int
+    ACCEPTED_ON_FIELD_NUMBER: _builtins.int
+    FLAG_FIELD_NUMBER: _builtins.int
+    CHILD_REF_FIELD_NUMBER: _builtins.int
+    CLOCKS_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    REQUESTED_ITEMS_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    PAYMENT_FROM_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    PENDING_TO_FIELD_NUMBER: _builtins.int
+    CUSTODY_CLOSED_FIELD_NUMBER: _builtins.int
+    OVERSIGHT_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    side: _builtins.str
+    """this node's side: "residence" or "registration" """
+    case_type: _builtins.str
+    state: _builtins.str
+    accepting_node: _builtins.str
+    accepting_division: _builtins.str
+    registration_node: _builtins.str
+    registration_division: _builtins.str
+    accepted_on: _builtins.str
+    """ISO date (受理日期)"""
+    flag: _builtins.str
+    child_ref: _builtins.str
+    """the accepting place's local reference; "" in an oversight view"""
+    decision: _builtins.str
+    """"approved", "not_approved" or "" """
+    payment_from: _builtins.str
+    """ISO date of the month payment starts, "" when none"""
+    reason_code: _builtins.str
+    """a decision's or return's reason code; "" in an oversight view"""
+    holder: _builtins.str
+    """the custody holder; "" while an offer is pending"""
+    pending_to: _builtins.str
+    custody_closed: _builtins.bool
+    oversight: _builtins.bool
+    """a provincial operator's view"""
+    @_builtins.property
+    def clocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseClock]: ...
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___DocumentInfo]:
+        """empty in an oversight view"""
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseHistoryEvent]: ...
+    @_builtins.property
+    def requested_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the one material request's items; empty in an oversight view"""
+
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        side: _builtins.str = ...,
+        case_type: _builtins.str = ...,
+        state: _builtins.str = ...,
+        accepting_node: _builtins.str = ...,
+        accepting_division: _builtins.str = ...,
+        registration_node: _builtins.str = ...,
+        registration_division: _builtins.str = ...,
+        accepted_on: _builtins.str = ...,
+        flag: _builtins.str = ...,
+        child_ref: _builtins.str = ...,
+        clocks: _abc.Iterable[Global___CaseClock] | None = ...,
+        documents: _abc.Iterable[Global___DocumentInfo] | None = ...,
+        history: _abc.Iterable[Global___CaseHistoryEvent] | None = ...,
+        requested_items: _abc.Iterable[_builtins.str] | None = ...,
+        decision: _builtins.str = ...,
+        payment_from: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        pending_to: _builtins.str = ...,
+        custody_closed: _builtins.bool = ...,
+        oversight: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_on", b"accepted_on", "accepting_division", b"accepting_division", "accepting_node", b"accepting_node", "case_id", b"case_id", "case_type", b"case_type", "child_ref", b"child_ref", "clocks", b"clocks", "custody_closed", b"custody_closed", "decision", b"decision", "documents", b"documents", "flag", b"flag", "history", b"history", "holder", b"holder", "oversight", b"oversight", "payment_from", b"payment_from", "pending_to", b"pending_to", "reason_code", b"reason_code", "registration_division", b"registration_division", "registration_node", b"registration_node", "requested_items", b"requested_items", "side", b"side", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseDetail: _TypeAlias = CaseDetail  # noqa: Y015
+
+@_typing.final
+class RequestMaterialAction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    note: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """evidence kinds, e.g. "household_register" """
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[_builtins.str] | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestMaterialAction: _TypeAlias = RequestMaterialAction  # noqa: Y015
+
+@_typing.final
+class ApproveAction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_MONTH_FIELD_NUMBER: _builtins.int
+    payment_month: _builtins.str
+    """YYYY-MM"""
+    def __init__(
+        self,
+        *,
+        payment_month: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_month", b"payment_month"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveAction: _TypeAlias = ApproveAction  # noqa: Y015
+
+@_typing.final
+class ReasonAction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    reason_code: _builtins.str
+    """from gateway/data/case_reasons.toml"""
+    text: _builtins.str
+    """for the applicant; never logged"""
+    def __init__(
+        self,
+        *,
+        reason_code: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason_code", b"reason_code", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReasonAction: _TypeAlias = ReasonAction  # noqa: Y015
+
+@_typing.final
+class NoArguments(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoArguments: _TypeAlias = NoArguments  # noqa: Y015
+
+@_typing.final
+class CaseActionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_MATERIAL_FIELD_NUMBER: _builtins.int
+    FIRST_REVIEW_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    REJECT_FIELD_NUMBER: _builtins.int
+    RETURN_CASE_FIELD_NUMBER: _builtins.int
+    NOTIFY_APPLICANT_FIELD_NUMBER: _builtins.int
+    CLOSE_FIELD_NUMBER: _builtins.int
+    WITHDRAW_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    @_builtins.property
+    def request_material(self) -> Global___RequestMaterialAction: ...
+    @_builtins.property
+    def first_review(self) -> Global___NoArguments: ...
+    @_builtins.property
+    def approve(self) -> Global___ApproveAction: ...
+    @_builtins.property
+    def reject(self) -> Global___ReasonAction: ...
+    @_builtins.property
+    def return_case(self) -> Global___ReasonAction: ...
+    @_builtins.property
+    def notify_applicant(self) -> Global___NoArguments: ...
+    @_builtins.property
+    def close(self) -> Global___NoArguments: ...
+    @_builtins.property
+    def withdraw(self) -> Global___NoArguments: ...
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        request_material: Global___RequestMaterialAction | None = ...,
+        first_review: Global___NoArguments | None = ...,
+        approve: Global___ApproveAction | None = ...,
+        reject: Global___ReasonAction | None = ...,
+        return_case: Global___ReasonAction | None = ...,
+        notify_applicant: Global___NoArguments | None = ...,
+        close: Global___NoArguments | None = ...,
+        withdraw: Global___NoArguments | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approve", b"approve", "close", b"close", "first_review", b"first_review", "notify_applicant", b"notify_applicant", "reject", b"reject", "request_material", b"request_material", "return_case", b"return_case", "withdraw", b"withdraw"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approve", b"approve", "case_id", b"case_id", "close", b"close", "first_review", b"first_review", "notify_applicant", b"notify_applicant", "reject", b"reject", "request_material", b"request_material", "return_case", b"return_case", "withdraw", b"withdraw"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["request_material", "first_review", "approve", "reject", "return_case", "notify_applicant", "close", "withdraw"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___CaseActionRequest: _TypeAlias = CaseActionRequest  # noqa: Y015
+
+@_typing.final
+class CaseActionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    state: _builtins.str
+    """the case's state after the action"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseActionResponse: _TypeAlias = CaseActionResponse  # noqa: Y015
+
+@_typing.final
+class GetCustodyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCustodyRequest: _TypeAlias = GetCustodyRequest  # noqa: Y015
+
+@_typing.final
+class CustodyEventInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SIGNER_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    kind: _builtins.str
+    signer: _builtins.str
+    created_at: _builtins.str
+    """RFC 3339, UTC (the signer's clock)"""
+    hash: _builtins.str
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        signer: _builtins.str = ...,
+        created_at: _builtins.str = ...,
+        hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "hash", b"hash", "kind", b"kind", "seq", b"seq", "signer", b"signer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustodyEventInfo: _TypeAlias = CustodyEventInfo  # noqa: Y015
+
+@_typing.final
+class CustodyView(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    CASE_TYPE_FIELD_NUMBER: _builtins.int
+    ACCEPTING_NODE_FIELD_NUMBER: _builtins.int
+    ACCEPTED_ON_FIELD_NUMBER: _builtins.int
+    REGISTRATION_NODE_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    PENDING_FROM_FIELD_NUMBER: _builtins.int
+    PENDING_TO_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    EQUIVOCATIONS_FIELD_NUMBER: _builtins.int
+    OFF_CHAIN_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    case_type: _builtins.str
+    accepting_node: _builtins.str
+    accepted_on: _builtins.str
+    registration_node: _builtins.str
+    holder: _builtins.str
+    """"" while an offer is pending"""
+    pending_from: _builtins.str
+    pending_to: _builtins.str
+    closed: _builtins.bool
+    head: _builtins.str
+    equivocations: _builtins.int
+    """proofs of equivocation kept"""
+    off_chain: _builtins.int
+    """events held beside the chain"""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustodyEventInfo]: ...
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        case_type: _builtins.str = ...,
+        accepting_node: _builtins.str = ...,
+        accepted_on: _builtins.str = ...,
+        registration_node: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        pending_from: _builtins.str = ...,
+        pending_to: _builtins.str = ...,
+        closed: _builtins.bool = ...,
+        head: _builtins.str = ...,
+        events: _abc.Iterable[Global___CustodyEventInfo] | None = ...,
+        equivocations: _builtins.int = ...,
+        off_chain: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_on", b"accepted_on", "accepting_node", b"accepting_node", "case_id", b"case_id", "case_type", b"case_type", "closed", b"closed", "equivocations", b"equivocations", "events", b"events", "head", b"head", "holder", b"holder", "off_chain", b"off_chain", "pending_from", b"pending_from", "pending_to", b"pending_to", "registration_node", b"registration_node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustodyView: _TypeAlias = CustodyView  # noqa: Y015

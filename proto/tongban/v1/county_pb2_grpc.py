@@ -60,6 +60,31 @@ class CountyStub:
                 request_serializer=tongban_dot_v1_dot_county__pb2.AuditTailRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_county__pb2.AuditTailResponse.FromString,
                 _registered_method=True)
+        self.SubmitRoster = channel.stream_unary(
+                '/tongban.v1.County/SubmitRoster',
+                request_serializer=tongban_dot_v1_dot_county__pb2.SubmitRosterRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.RosterSummary.FromString,
+                _registered_method=True)
+        self.ListMatches = channel.unary_stream(
+                '/tongban.v1.County/ListMatches',
+                request_serializer=tongban_dot_v1_dot_county__pb2.ListMatchesRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.MatchLine.FromString,
+                _registered_method=True)
+        self.GetCase = channel.unary_unary(
+                '/tongban.v1.County/GetCase',
+                request_serializer=tongban_dot_v1_dot_county__pb2.GetCaseRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.CaseDetail.FromString,
+                _registered_method=True)
+        self.CaseAction = channel.unary_unary(
+                '/tongban.v1.County/CaseAction',
+                request_serializer=tongban_dot_v1_dot_county__pb2.CaseActionRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.CaseActionResponse.FromString,
+                _registered_method=True)
+        self.GetCustody = channel.unary_unary(
+                '/tongban.v1.County/GetCustody',
+                request_serializer=tongban_dot_v1_dot_county__pb2.GetCustodyRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.CustodyView.FromString,
+                _registered_method=True)
 
 
 class CountyServicer:
@@ -100,6 +125,43 @@ class CountyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitRoster(self, request_iterator, context):
+        """Import a roster of one period: a header, then the rows (the ledger's records). Validated like
+        `tongban roster import`; rejected rows are listed by position, code and reason (never a value);
+        the good rows are stored in one transaction after the stream ends, or none (all_or_nothing).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMatches(self, request, context):
+        """The matched and review links of a period: references, bands and per-field agreement, no names.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCase(self, request, context):
+        """One case: states, clocks with due dates, documents as metadata, history, custody holder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CaseAction(self, request, context):
+        """Act on a case (request material, first review, decide, return, notify, close, withdraw).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustody(self, request, context):
+        """This node's view of a case's custody chain: holder, pending offer, events (node ids, kinds, times).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CountyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +189,31 @@ def add_CountyServicer_to_server(servicer, server):
                     servicer.AuditTail,
                     request_deserializer=tongban_dot_v1_dot_county__pb2.AuditTailRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_county__pb2.AuditTailResponse.SerializeToString,
+            ),
+            'SubmitRoster': grpc.stream_unary_rpc_method_handler(
+                    servicer.SubmitRoster,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.SubmitRosterRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.RosterSummary.SerializeToString,
+            ),
+            'ListMatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListMatches,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.ListMatchesRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.MatchLine.SerializeToString,
+            ),
+            'GetCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCase,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.GetCaseRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.CaseDetail.SerializeToString,
+            ),
+            'CaseAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.CaseAction,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.CaseActionRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.CaseActionResponse.SerializeToString,
+            ),
+            'GetCustody': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustody,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.GetCustodyRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.CustodyView.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +351,141 @@ class County:
             '/tongban.v1.County/AuditTail',
             tongban_dot_v1_dot_county__pb2.AuditTailRequest.SerializeToString,
             tongban_dot_v1_dot_county__pb2.AuditTailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitRoster(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tongban.v1.County/SubmitRoster',
+            tongban_dot_v1_dot_county__pb2.SubmitRosterRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.RosterSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tongban.v1.County/ListMatches',
+            tongban_dot_v1_dot_county__pb2.ListMatchesRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.MatchLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.County/GetCase',
+            tongban_dot_v1_dot_county__pb2.GetCaseRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.CaseDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CaseAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.County/CaseAction',
+            tongban_dot_v1_dot_county__pb2.CaseActionRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.CaseActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustody(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.County/GetCustody',
+            tongban_dot_v1_dot_county__pb2.GetCustodyRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.CustodyView.FromString,
             options,
             channel_credentials,
             insecure,

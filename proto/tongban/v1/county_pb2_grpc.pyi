@@ -4,7 +4,8 @@ isort:skip_file
 Tongban wire contract, version 1: the county-facing service a county system calls on its own
 node (SPEC §7). Every call is authenticated (an API token, `authorization: Bearer <token>`) and
 checked against the permission table (gateway/data/county_permissions.toml, rendered into
-docs/county-permissions.md). Nothing here carries personal data: codes, references, dates.
+docs/county-permissions.md). Nothing a node answers carries personal data: codes, references,
+dates. Only SubmitRoster's rows carry personal data, from the county system to its own node.
 """
 
 from collections import abc as _abc
@@ -46,6 +47,19 @@ class CountyStub:
     """Outbox messages this node gave up on (dead letters): ids, peers, purposes, reason codes."""
     AuditTail: _grpc.UnaryUnaryMultiCallable[_county_pb2.AuditTailRequest, _county_pb2.AuditTailResponse]
     """The last entries of the hash-chained audit trail (references only)."""
+    SubmitRoster: _grpc.StreamUnaryMultiCallable[_county_pb2.SubmitRosterRequest, _county_pb2.RosterSummary]
+    """Import a roster of one period: a header, then the rows (the ledger's records). Validated like
+    `tongban roster import`; rejected rows are listed by position, code and reason (never a value);
+    the good rows are stored in one transaction after the stream ends, or none (all_or_nothing).
+    """
+    ListMatches: _grpc.UnaryStreamMultiCallable[_county_pb2.ListMatchesRequest, _county_pb2.MatchLine]
+    """The matched and review links of a period: references, bands and per-field agreement, no names."""
+    GetCase: _grpc.UnaryUnaryMultiCallable[_county_pb2.GetCaseRequest, _county_pb2.CaseDetail]
+    """One case: states, clocks with due dates, documents as metadata, history, custody holder."""
+    CaseAction: _grpc.UnaryUnaryMultiCallable[_county_pb2.CaseActionRequest, _county_pb2.CaseActionResponse]
+    """Act on a case (request material, first review, decide, return, notify, close, withdraw)."""
+    GetCustody: _grpc.UnaryUnaryMultiCallable[_county_pb2.GetCustodyRequest, _county_pb2.CustodyView]
+    """This node's view of a case's custody chain: holder, pending offer, events (node ids, kinds, times)."""
 
 @_typing.type_check_only
 class CountyAsyncStub(CountyStub):
@@ -60,6 +74,19 @@ class CountyAsyncStub(CountyStub):
     """Outbox messages this node gave up on (dead letters): ids, peers, purposes, reason codes."""
     AuditTail: _aio.UnaryUnaryMultiCallable[_county_pb2.AuditTailRequest, _county_pb2.AuditTailResponse]  # type: ignore[assignment]
     """The last entries of the hash-chained audit trail (references only)."""
+    SubmitRoster: _aio.StreamUnaryMultiCallable[_county_pb2.SubmitRosterRequest, _county_pb2.RosterSummary]  # type: ignore[assignment]
+    """Import a roster of one period: a header, then the rows (the ledger's records). Validated like
+    `tongban roster import`; rejected rows are listed by position, code and reason (never a value);
+    the good rows are stored in one transaction after the stream ends, or none (all_or_nothing).
+    """
+    ListMatches: _aio.UnaryStreamMultiCallable[_county_pb2.ListMatchesRequest, _county_pb2.MatchLine]  # type: ignore[assignment]
+    """The matched and review links of a period: references, bands and per-field agreement, no names."""
+    GetCase: _aio.UnaryUnaryMultiCallable[_county_pb2.GetCaseRequest, _county_pb2.CaseDetail]  # type: ignore[assignment]
+    """One case: states, clocks with due dates, documents as metadata, history, custody holder."""
+    CaseAction: _aio.UnaryUnaryMultiCallable[_county_pb2.CaseActionRequest, _county_pb2.CaseActionResponse]  # type: ignore[assignment]
+    """Act on a case (request material, first review, decide, return, notify, close, withdraw)."""
+    GetCustody: _aio.UnaryUnaryMultiCallable[_county_pb2.GetCustodyRequest, _county_pb2.CustodyView]  # type: ignore[assignment]
+    """This node's view of a case's custody chain: holder, pending offer, events (node ids, kinds, times)."""
 
 class CountyServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -101,5 +128,48 @@ class CountyServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_county_pb2.AuditTailResponse, _abc.Awaitable[_county_pb2.AuditTailResponse]]:
         """The last entries of the hash-chained audit trail (references only)."""
+
+    @_abc_1.abstractmethod
+    def SubmitRoster(
+        self,
+        request_iterator: _MaybeAsyncIterator[_county_pb2.SubmitRosterRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_county_pb2.RosterSummary, _abc.Awaitable[_county_pb2.RosterSummary]]:
+        """Import a roster of one period: a header, then the rows (the ledger's records). Validated like
+        `tongban roster import`; rejected rows are listed by position, code and reason (never a value);
+        the good rows are stored in one transaction after the stream ends, or none (all_or_nothing).
+        """
+
+    @_abc_1.abstractmethod
+    def ListMatches(
+        self,
+        request: _county_pb2.ListMatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_county_pb2.MatchLine], _abc.AsyncIterator[_county_pb2.MatchLine]]:
+        """The matched and review links of a period: references, bands and per-field agreement, no names."""
+
+    @_abc_1.abstractmethod
+    def GetCase(
+        self,
+        request: _county_pb2.GetCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_county_pb2.CaseDetail, _abc.Awaitable[_county_pb2.CaseDetail]]:
+        """One case: states, clocks with due dates, documents as metadata, history, custody holder."""
+
+    @_abc_1.abstractmethod
+    def CaseAction(
+        self,
+        request: _county_pb2.CaseActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_county_pb2.CaseActionResponse, _abc.Awaitable[_county_pb2.CaseActionResponse]]:
+        """Act on a case (request material, first review, decide, return, notify, close, withdraw)."""
+
+    @_abc_1.abstractmethod
+    def GetCustody(
+        self,
+        request: _county_pb2.GetCustodyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_county_pb2.CustodyView, _abc.Awaitable[_county_pb2.CustodyView]]:
+        """This node's view of a case's custody chain: holder, pending offer, events (node ids, kinds, times)."""
 
 def add_CountyServicer_to_server(servicer: CountyServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
