@@ -7,12 +7,15 @@ Measured in one run (see ``bench/README.md``):
 1. **End to end**, per database (SQLite files; PostgreSQL in two throwaway databases when a server
    answers): two enrolled nodes — cq-liangjiang (500157, residence county) and sc-nanbu (511321,
    registration county) — each a real :class:`~gateway.server.NodeServer` with mutual TLS on
-   127.0.0.1. N migrant records are stored at the sender beforehand (untimed). Timed: from calling
-   :func:`~gateway.exchange.rosters.send_migrant_roster` (read and open the records, tokens,
-   minimise, batches of 1,000, sign, seal at rest, queue in one transaction) until the sender's
-   own delivery worker has streamed every envelope over mTLS and stored every verified receipt.
-   Afterwards (untimed) every outbox row's receipt is verified again and the receiver's inbox is
-   counted.
+   127.0.0.1. N migrant records are stored at the sender beforehand (untimed), and the sender's
+   pool of roster workers (``[exchange] roster_workers``, default 2: the sending process and one
+   worker process) is started and waited for (untimed, reported as ``workers_start_s``), as a
+   running node holds it. Timed: from
+   calling :func:`~gateway.exchange.rosters.send_migrant_roster` (read and open the records,
+   tokens, minimise, batches of 1,000 — in the workers —, sign, seal at rest, queue in one
+   transaction) until the sender's own delivery worker has streamed every envelope over mTLS and
+   stored every verified receipt. Afterwards (untimed) every outbox row's receipt is verified again
+   and the receiver's inbox is counted.
 2. **Parts**, in the same run: Ed25519 sign and verify of a 1,000-notice envelope, protobuf
    serialise + parse of the batch, ``minimise`` + ``check_payload``, AES-GCM sealing of an
    envelope at rest, HMAC-SHA256 of one ID number (the pairwise token), gRPC streaming over mTLS
@@ -21,7 +24,8 @@ Measured in one run (see ``bench/README.md``):
    ``json.loads``). Every part is expressed in records/s; the slowest bounds the exchange, and
    end to end / slowest is the ratio (goal: at least 0.5).
 3. **Memory**: the peak Python memory (``tracemalloc``) of ``send_migrant_roster`` queueing rosters
-   of 20,000 and 200,000 records (``--million``: and 1,000,000) from a SQLite store.
+   of 20,000 and 200,000 records (``--million``: and 1,000,000) from a SQLite store, with the same
+   roster workers (a fresh pool per size), and the peak RSS each worker process reports.
 
 Records are synthetic (``gateway.synth``): a pool of generated migrant children is cloned with fresh
 record ids and fresh valid ID numbers to any roster size. Nothing personal is printed.
@@ -82,12 +86,13 @@ from gateway.config import NodeConfig
 from gateway.domain import idnumber
 from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import MonitoringPeriod
-from gateway.domain.records import ChildKind, ChildRecord, RecordView, Sex
+from gateway.domain.records import ChildKind, ChildRecord, Sex
 from gateway.domain.rules import load_rules
 from gateway.errors import StorageError
 from gateway.exchange import outbox
 from gateway.exchange.envelope import Outgoing, parse_envelope, seal, verify_receipt
 from gateway.exchange.purposes import Profiles, check_payload, load_profiles, minimise
+from gateway.exchange.roster_pages import NoticeWorkers, notice_workers
 from gateway.exchange.rosters import MANIFEST_PURPOSE, NOTICE_PURPOSE, SendSummary, received, send_migrant_roster
 from gateway.exchange.tokens import id_token, pair_key
 from gateway.matching import Encoder
@@ -95,7 +100,7 @@ from gateway.node import init_node, open_node
 from gateway.server import NodeServer
 from gateway.store.db import make_engine, migrate
 from gateway.store.keyring import DataKeyring, Sealed
-from gateway.store.repository import SqlChildRepository
+from gateway.store.repository import PageRange, SealedPage, SqlChildRepository
 from gateway.store.schema import child_records, inbox
 from gateway.store.schema import outbox as outbox_table
 from gateway.synth.generator import SynthSpec, generate
@@ -268,13 +273,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def enrol(base: Path, live: BenchPki, side: Side, database_url: str, port: int) -> NodeConfig:
+def enrol(
+    base: Path, live: BenchPki, side: Side, database_url: str, port: int, roster_workers: int | None = None
+) -> NodeConfig:
     """What ``tongban node init`` and the operators' enrolment leave in a node's directory
-    (as ``tests.test_mtls.enrol_on_disk``), listening on ``port``, with its signing key."""
+    (as ``tests.test_mtls.enrol_on_disk``), listening on ``port``, with its signing key, and
+    ``[exchange] roster_workers`` when given (else the node's default)."""
     d = base / side.node_id
     init_node(d, node_id=side.node_id, division=side.division, listen=f"127.0.0.1:{port}", database_url=database_url)
     with (d / config.CONFIG_FILE).open("a", encoding="utf-8") as fh:
         fh.write('\n[trust]\ndirectory = "published/bundle.json"\nrefresh_seconds = 3600\n')
+        if roster_workers is not None:
+            fh.write(f"\n[exchange]\nroster_workers = {roster_workers}\n")
     cfg = config.load(d / config.CONFIG_FILE)
     node = live.node(side)
     passphrase = keyfile.passphrase_from_env()
@@ -303,6 +313,9 @@ class Pair:
     encryption_key: x25519.X25519PrivateKey
     profiles: Profiles
     records: int
+    roster_workers: int  # the sender's [exchange] roster_workers
+    workers: NoticeWorkers | None  # its pool (roster_workers - 1 processes), started before any timing
+    workers_start_s: float
     envelopes_sent: int = 0
     runs: list[dict[str, float]] = field(default_factory=list)
     summaries: list[SendSummary] = field(default_factory=list)
@@ -324,6 +337,7 @@ class Pair:
             encryption_key=self.encryption_key,
             now=utc_now(),
             batch_size=BATCH,
+            workers=self.workers,
         )
         queued = time.perf_counter()
         delivery.notify()
@@ -394,7 +408,12 @@ def verify_exchange(pair: Pair, directory: Directory) -> dict[str, int]:
 
 @contextmanager
 def running_pair(
-    base: Path, live: BenchPki, urls: tuple[str, str], source: RosterSource, records: int
+    base: Path,
+    live: BenchPki,
+    urls: tuple[str, str],
+    source: RosterSource,
+    records: int,
+    roster_workers: int | None = None,
 ) -> Iterator[Pair]:
     """Two enrolled nodes on ``urls`` (sender, receiver), ``records`` stored at the sender,
     both servers started; stopped on exit."""
@@ -402,7 +421,7 @@ def running_pair(
     for side in (SENDER, RECEIVER):
         live.node(side).endpoint = f"127.0.0.1:{ports[side.node_id]}"
     cfgs = {
-        side: enrol(base, live, side, url, ports[side.node_id])
+        side: enrol(base, live, side, url, ports[side.node_id], roster_workers)
         for side, url in zip((SENDER, RECEIVER), urls, strict=True)
     }
     bundle = live.bundle()
@@ -414,6 +433,9 @@ def running_pair(
     finally:
         sender_node.engine.dispose()
     with ExitStack() as stack:
+        workers, workers_start_s = started_workers(cfgs[SENDER].roster_workers)
+        if workers is not None:
+            stack.callback(workers.close)
         servers: dict[Side, NodeServer] = {}
         for side in (RECEIVER, SENDER):
             server = NodeServer(open_node(cfgs[side]), delivery_poll_interval=0.5)
@@ -428,7 +450,21 @@ def running_pair(
             pki_sender.encryption_key,
             load_profiles(),
             records,
+            cfgs[SENDER].roster_workers,
+            workers,
+            workers_start_s,
         )
+
+
+def started_workers(roster_workers: int) -> tuple[NoticeWorkers | None, float]:
+    """The pool a node configured with ``roster_workers`` holds, started and ready (a running node
+    starts it once), and the seconds that took (0 without a pool)."""
+    workers = notice_workers(roster_workers)
+    if workers is None:
+        return None, 0.0
+    start = time.perf_counter()
+    workers.wait_ready(timeout=WAIT_S)
+    return workers, time.perf_counter() - start
 
 
 # --- a sample batch: what send_migrant_roster builds, for the parts --------------------------------
@@ -797,7 +833,14 @@ def bench_database(pair: Pair, sample: Sample, *, repeats: int, quick: bool) -> 
     if trust is None:
         raise RuntimeError("the sender is not enrolled")
     checks = verify_exchange(pair, trust.current())
-    return {"timings": timings, "checks": checks, "runs": list(pair.runs), "batch_rows": rows}
+    return {
+        "timings": timings,
+        "checks": checks,
+        "runs": list(pair.runs),
+        "batch_rows": rows,
+        "roster_workers": pair.roster_workers,
+        "workers_start_s": pair.workers_start_s,
+    }
 
 
 def _median(values: Sequence[float]) -> float:
@@ -833,6 +876,8 @@ def database_section(
         "records": records,
         "batch_size": BATCH,
         "envelopes_per_roster": -(-records // BATCH) + 1,
+        "roster_workers": raw["roster_workers"],
+        "workers_start_s": raw["workers_start_s"],
         "end_to_end": {
             **e2e.to_json(),
             "queue_s": [r["queue_s"] for r in runs],
@@ -863,7 +908,7 @@ def bench_sqlite(
     with tempfile.TemporaryDirectory(prefix="tongban-bench-") as tmp:
         base = Path(tmp)
         urls = (f"sqlite:///{base / 'sender.db'}", f"sqlite:///{base / 'receiver.db'}")
-        with running_pair(base, live, urls, source, args.records) as pair:
+        with running_pair(base, live, urls, source, args.records, args.roster_workers) as pair:
             raw = bench_database(pair, sample, repeats=args.repeats, quick=args.quick)
     description = "two SQLite files in a temporary directory (WAL, synchronous=NORMAL)"
     return database_section(raw, cpu_parts, description, args.records)
@@ -881,7 +926,7 @@ def bench_postgres(
         with ExitStack() as stack:
             base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tongban-bench-")))
             urls = (stack.enter_context(throwaway_database(admin)), stack.enter_context(throwaway_database(admin)))
-            pair = stack.enter_context(running_pair(base, live, urls, source, args.records))
+            pair = stack.enter_context(running_pair(base, live, urls, source, args.records, args.roster_workers))
             raw = bench_database(pair, sample, repeats=args.repeats, quick=args.quick)
     except (psycopg.Error, SQLAlchemyError, StorageError) as exc:
         return None, None, f"PostgreSQL failed during the benchmark: {type(exc).__name__}"
@@ -892,19 +937,24 @@ def bench_postgres(
 # --- memory -----------------------------------------------------------------------------------------------
 
 
-def bench_memory(source: RosterSource, live: BenchPki, sizes: Sequence[int]) -> dict[str, Any]:
+def bench_memory(source: RosterSource, live: BenchPki, sizes: Sequence[int], roster_workers: int) -> dict[str, Any]:
     """Peak Python memory of one ``send_migrant_roster`` per roster size, from a SQLite store
-    holding exactly that roster (stored untimed, before tracing starts)."""
+    holding exactly that roster (stored untimed, before tracing starts), with ``roster_workers`` as
+    the end-to-end sender has it (a fresh pool per size, so each worker's peak RSS is that roster's)."""
     directory = live.directory()
-    runs = [_memory_run(source, live, directory, n) for n in sizes]
+    runs = [_memory_run(source, live, directory, n, roster_workers) for n in sizes]
     first, last = runs[0], runs[-1]
     growth = last["peak_python_bytes"] / max(first["peak_python_bytes"], 1)
     return {
         "database": "SQLite file in a temporary directory",
         "batch_size": BATCH,
+        "roster_workers": roster_workers,
         "runs": runs,
         "records_ratio": last["records"] / first["records"],
         "peak_growth": growth,
+        "worker_rss_growth": last["worker_max_rss_bytes"] / max(first["worker_max_rss_bytes"], 1)
+        if roster_workers >= 2
+        else None,
         "flat": growth <= FLAT,
         "flat_threshold": FLAT,
         "max_rss_bytes": max_rss_bytes(),
@@ -918,23 +968,57 @@ class CheckpointRepository(SqlChildRepository):
     def __init__(self, engine: Engine, keyring: DataKeyring, *, every: int) -> None:
         super().__init__(engine, keyring, batch_size=BATCH)
         self.every = every
+        self.read = 0
         self.base = 0
         self.peaks: list[tuple[int, int]] = []
 
-    def iter_views(
-        self, period: str, *, kind: ChildKind | None = None, registration_division: str | None = None
-    ) -> Iterator[RecordView]:
-        roster = super().iter_views(period, kind=kind, registration_division=registration_division)
-        for i, record in enumerate(roster, start=1):
-            yield record
-            if i % self.every == 0 and tracemalloc.is_tracing():
-                self.peaks.append((i, tracemalloc.get_traced_memory()[1] - self.base))
+    def sealed_pages(
+        self,
+        period: str,
+        *,
+        kind: ChildKind | None = None,
+        registration_division: str | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[SealedPage]:
+        pages = super().sealed_pages(
+            period, kind=kind, registration_division=registration_division, page_size=page_size
+        )
+        for page in pages:
+            yield page
+            self._note(len(page))
+
+    def page_ranges(
+        self,
+        period: str,
+        *,
+        kind: ChildKind | None = None,
+        registration_division: str | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[PageRange]:
+        # With roster workers the sender only cuts the roster into ranges; the builders read them.
+        ranges = super().page_ranges(
+            period, kind=kind, registration_division=registration_division, page_size=page_size
+        )
+        for page in ranges:
+            yield page
+            self._note(page_size or BATCH)  # the last page may be shorter: noted as full
+
+    def _note(self, rows: int) -> None:
+        for _ in range(rows):
+            self.read += 1
+            if self.read % self.every == 0 and tracemalloc.is_tracing():
+                self.peaks.append((self.read, tracemalloc.get_traced_memory()[1] - self.base))
 
 
-def _memory_run(source: RosterSource, live: BenchPki, directory: Directory, n: int) -> dict[str, Any]:
+def _memory_run(
+    source: RosterSource, live: BenchPki, directory: Directory, n: int, roster_workers: int
+) -> dict[str, Any]:
     node, profiles = live.node(SENDER), load_profiles()
-    with tempfile.TemporaryDirectory(prefix="tongban-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tongban-bench-") as tmp, ExitStack() as stack:
         engine = make_engine(f"sqlite:///{Path(tmp) / 'memory.db'}")
+        workers, _ = started_workers(roster_workers)
+        if workers is not None:
+            stack.callback(workers.close)
         try:
             migrate(engine)
             keyring = DataKeyring.generate()
@@ -950,7 +1034,7 @@ def _memory_run(source: RosterSource, live: BenchPki, directory: Directory, n: i
                 summary = send_migrant_roster(
                     node_id=SENDER.node_id, period=PERIOD, children=repo, engine=engine, keyring=keyring,
                     directory=directory, profiles=profiles, signer=node.signers[0],
-                    encryption_key=node.encryption_key, now=utc_now(), batch_size=BATCH,
+                    encryption_key=node.encryption_key, now=utc_now(), batch_size=BATCH, workers=workers,
                 )  # fmt: skip
                 return summary.notices
 
@@ -966,6 +1050,7 @@ def _memory_run(source: RosterSource, live: BenchPki, directory: Directory, n: i
         "peak_python_bytes": peak,
         "held_python_bytes": held,
         "peak_after_records": [list(p) for p in repo.peaks],
+        "worker_max_rss_bytes": workers.max_rss_bytes if workers is not None else 0,
         "store_s": stored_s,
         "traced_send_s": seconds,
     }
@@ -1016,7 +1101,14 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
             rows.append([f"{db}: skipped ({result.get(f'{db}_reason')})"])
             continue
         e2e = section["end_to_end"]
-        rows.append([f"{db}: {section['records']} records, {section['envelopes_per_roster']} envelopes per roster"])
+        workers = section["roster_workers"]
+        rows.append(
+            [
+                f"{db}: {section['records']} records, {section['envelopes_per_roster']} envelopes per roster, "
+                f"roster_workers = {workers}"
+                + (f" (pool started untimed in {section['workers_start_s']:.2f} s)" if workers >= 2 else "")
+            ]
+        )
         for name, part in section["parts"].items():
             rows.append([PART_LABELS[name], _rate(part), si(part["records_per_s"]), "-", "-"])
         read = section["parts"]["sealed_record_read"]
@@ -1061,7 +1153,12 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
             ],
         ]
     memory = result["memory"]
-    rows.append([f"memory: peak Python memory of send_migrant_roster ({memory['database']})"])
+    rows.append(
+        [
+            f"memory: peak Python memory of send_migrant_roster ({memory['database']}), "
+            f"roster_workers = {memory['roster_workers']}"
+        ]
+    )
     first = memory["runs"][0]
     for run in memory["runs"]:
         growth = run["peak_python_bytes"] / max(first["peak_python_bytes"], 1)
@@ -1072,6 +1169,16 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                 "-",
                 f"{first['records']} records {mib(first['peak_python_bytes'])}",
                 f"{growth:.2f}",
+            ]
+        )
+    if memory["worker_rss_growth"] is not None:
+        rows.append(
+            [
+                "  peak RSS of a worker process (whole interpreter)",
+                " → ".join(mib(r["worker_max_rss_bytes"]) for r in memory["runs"]),
+                "-",
+                "-",
+                f"{memory['worker_rss_growth']:.2f}",
             ]
         )
     return rows
@@ -1086,6 +1193,7 @@ class Options:
     million: bool
     no_postgres: bool
     results_dir: Path | None
+    roster_workers: int | None = None
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -1104,6 +1212,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     parser.add_argument(
+        "--roster-workers",
+        type=int,
+        metavar="N",
+        help="[exchange] roster_workers of the sending node (default: the node's default; 0 or 1: none)",
+    )
+    parser.add_argument(
         "--results-dir", type=Path, metavar="DIR", help="where exchange.json goes (default bench/results)"
     )
     args = parser.parse_args(argv)
@@ -1118,6 +1232,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         million=args.million,
         no_postgres=args.no_postgres,
         results_dir=args.results_dir,
+        roster_workers=args.roster_workers,
     )
 
 
@@ -1168,7 +1283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("timing PostgreSQL end to end ...")
         postgresql, pg_version, pg_reason = bench_postgres(source, live, sample, cpu_parts, args)
     phase("postgresql")
-    memory = bench_memory(source, live, args.memory_sizes)
+    memory = bench_memory(source, live, args.memory_sizes, sqlite["roster_workers"])
     phase("memory")
 
     result: dict[str, Any] = {
@@ -1185,6 +1300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "period": PERIOD,
             "sender": SENDER.node_id,
             "receiver": RECEIVER.node_id,
+            "roster_workers": sqlite["roster_workers"],
             "pid": os.getpid(),
         },
         "goal": {"ratio": GOAL, "memory": "flat in the roster size"},
