@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import grpc
 from cryptography.hazmat.primitives.asymmetric import x25519
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import config as config_mod
+from gateway.errors import ConfigError
 from gateway.node import init_node, open_node
 from gateway.server import serve_forever
 from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
 from gateway.trust.signing import Ed25519Signer
-from gateway.trust.store import TrustStore
+from gateway.trust.store import TrustStore, utc_now
+from gateway.trust.tls import TlsIdentity, secure_channel_to
 from gateway.trust.verifier import Directory
 
 ENV_CONFIG = "TONGBAN_CONFIG"
+EXIT_UNHEALTHY = 69  # EX_UNAVAILABLE: not serving, or not answering
 
 
 def config_path(args: argparse.Namespace) -> Path:
@@ -88,6 +94,47 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def dial_address(listen: str, setting: str) -> str:
+    """Where a health check on this machine dials a listener configured as ``listen``: a wildcard
+    host becomes loopback. ``ConfigError`` for port 0 (any free port: nothing fixed to dial)."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        raise ConfigError(f"{setting} {listen!r} has no fixed port to health-check; set one, or pass --address")
+    wildcard = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]", "::": "[::1]"}  # noqa: S104 - mapped away
+    return f"{wildcard.get(host, host)}:{port}"
+
+
+def _health_channel(cfg: config_mod.NodeConfig, listener: str, target: str) -> grpc.Channel:
+    """Plaintext, except the node-to-node port of an enrolled node: mutual TLS as this node itself
+    (its TLS key, unsealed with the key passphrase, and its directory's provincial CAs)."""
+    if listener == "county" and getattr(cfg, "county_tls", False):
+        raise ConfigError("the county listener asks for client certificates ([county] tls); use --listener node")
+    if listener == "node" and cfg.enrolled:
+        identity = TlsIdentity.load(cfg.tls_key, cfg.tls_certificate, node_id=cfg.node_id)
+        directory = TrustStore.from_config(cfg).current()
+        return secure_channel_to(cfg.node_id, directory, identity, now=utc_now(), target=target)
+    return grpc.insecure_channel(target)
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Ask the running node's gRPC health service (``grpc.health.v1.Health/Check``); exit 0 if it
+    answers SERVING, 69 if it answers anything else or does not answer within the timeout."""
+    cfg = config_mod.load(config_path(args))
+    setting = "county.listen" if args.listener == "county" else "server.listen"
+    target = args.address or dial_address(cfg.county_listen if args.listener == "county" else cfg.listen, setting)
+    request = health_pb2.HealthCheckRequest(service=args.service)
+    with _health_channel(cfg, args.listener, target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            print(f"{args.listener} {target}: {code.name if code else 'error'}", file=sys.stderr)
+            return EXIT_UNHEALTHY
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(f"{args.listener} {target}: {status}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else EXIT_UNHEALTHY
+
+
 def _rotate_data_key(args: argparse.Namespace) -> int:
     node = open_node(config_mod.load(config_path(args)))
     new_id = node.keyring.rotate()
@@ -117,6 +164,30 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     serve = sub.add_parser("serve", help="run the node's gRPC server until SIGTERM")
     add_config_argument(serve)
     serve.set_defaults(handler=_serve)
+
+    health = sub.add_parser(
+        "health",
+        help="check the running node's gRPC health service (exit 0 serving, 69 not serving or not answering)",
+        description=(
+            "Ask the running node's gRPC health service. By default on the county API's listener "
+            "([county] listen: loopback, plaintext, so cheap enough for a container health check); "
+            "--listener node checks the node-to-node port instead, over mutual TLS as the node itself "
+            "when it is enrolled (its TLS key needs the key passphrase). A wildcard host is dialled on "
+            "loopback. Exit codes: 0 SERVING, 69 anything else or no answer, 78 no fixed port configured."
+        ),
+    )
+    add_config_argument(health)
+    health.add_argument(
+        "--listener", choices=("county", "node"), default="county", help="which listener to ask (default: %(default)s)"
+    )
+    health.add_argument("--address", help="HOST:PORT to dial instead of the configured one")
+    health.add_argument(
+        "--service", default="", help="service name to ask about (default: the whole server, the empty name)"
+    )
+    health.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the answer (default: %(default)s)"
+    )
+    health.set_defaults(handler=_health)
 
     info = sub.add_parser("info", help="show the node's identity (no personal data)")
     add_config_argument(info)

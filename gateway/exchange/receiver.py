@@ -70,6 +70,8 @@ unavailable or expired (``DirectoryUnavailable`` / ``DocumentExpired``), the dat
 from __future__ import annotations
 
 import hmac
+import threading
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 
@@ -305,6 +307,14 @@ class Receiver:
         self._clock = clock
         self._max_skew = max_skew
         self._on_accept = on_accept
+        self._refusals: Counter[str] = Counter()  # refused envelopes by error code, since start
+        self._refusals_lock = threading.Lock()
+
+    def refusal_counts(self) -> dict[str, int]:
+        """How many envelopes :meth:`receive` refused since this receiver was made, by error code
+        (codes only, never a detail: :mod:`gateway.metrics` exports them)."""
+        with self._refusals_lock:
+            return dict(self._refusals)
 
     def receive(
         self,
@@ -321,8 +331,19 @@ class Receiver:
         is the entry of the relay the envelope was pulled from: the relay path, step 3' instead,
         and the sender is authenticated by its signature alone. Raises the first failing check's
         ``ExchangeError``; ``TrustError`` if no usable directory is held; ``StorageError`` if the
-        database fails. In every one of those cases nothing was written.
+        database fails. In every one of those cases nothing was written. Each ``ExchangeError`` is
+        counted by its code (:meth:`refusal_counts`).
         """
+        try:
+            return self._receive(envelope, peer, relayed_by)
+        except ExchangeError as exc:
+            with self._refusals_lock:
+                self._refusals[exc.code] += 1
+            raise
+
+    def _receive(
+        self, envelope: envelope_pb2.Envelope | bytes, peer: NodeEntry | None, relayed_by: NodeEntry | None
+    ) -> envelope_pb2.Receipt:
         if (peer is None) == (relayed_by is None):
             raise ValueError("give exactly one of peer (direct) and relayed_by (through a relay)")
         now = self._clock()
