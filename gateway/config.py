@@ -42,6 +42,8 @@ directory is published (a file path or an http(s) URL) and ``refresh_seconds`` h
     retry_max_seconds = 1800.0  # ... up to this
     case_sync_seconds = 5.0     # how often the running node applies received case messages (and
                                 # takes the custody actions they make due)
+    roster_workers = 2          # processes that build a roster send's notices (0 or 1: none, all in
+                                # the sending process; see gateway.exchange.roster_pages)
 
 ``[matching]`` sets the matcher's score thresholds (SPEC §5; all optional, defaults from
 ``gateway.matching.Thresholds``)::
@@ -69,12 +71,25 @@ free port, printed in the node's ready line; set a fixed one for county systems 
     [county]
     listen = "127.0.0.1:7302"
 
+``[county] tls = true`` makes that listener mutual TLS with the node's own county CA (created under
+the data directory on first use, separate from the directory's CAs): every caller presents a client
+certificate the node issued (``tongban county cert issue``), revocable like a token (see
+:mod:`gateway.county.certs`). It stays loopback only.
+
 ``[web] listen`` is where the web inbox for county staff (:mod:`gateway.web`) listens; empty (the
 default) serves none. Plain HTTP, so loopback only: staff reach it through the county's HTTPS reverse
 proxy (its session cookie is ``Secure``; browsers send it to ``https://`` or to ``localhost``)::
 
     [web]
     listen = "127.0.0.1:7380"
+
+``[metrics] listen`` is where the Prometheus endpoint (``/metrics``, :mod:`gateway.metrics`) listens;
+empty (the default) serves none. It carries counts, ages and codes labelled with node ids, purposes,
+reason codes and states only (never personal data), so it may listen beyond loopback for the
+monitoring system to scrape; keep it off the peers' network (a firewall or network policy)::
+
+    [metrics]
+    listen = "0.0.0.0:7309"
 
 A list from the environment is comma-separated (``TONGBAN_EXCHANGE_RELAYS=cq-hub,sc-hub``); a
 boolean is ``true``/``false`` (also ``1``/``0``, ``yes``/``no``); a table is ``KEY=VALUE`` pairs
@@ -121,11 +136,13 @@ _SCHEMA: dict[str, dict[str, type]] = {
         "retry_base_seconds": float,
         "retry_max_seconds": float,
         "case_sync_seconds": float,
+        "roster_workers": int,
     },
     "matching": {"auto": float, "review": float, "margin": float},
     "cases": {"supervisors": dict},
-    "county": {"listen": str},
+    "county": {"listen": str, "tls": bool},
     "web": {"listen": str},
+    "metrics": {"listen": str},
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "node": {"endpoint": ""},
@@ -157,11 +174,13 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "retry_base_seconds": 5.0,
         "retry_max_seconds": 1800.0,
         "case_sync_seconds": 5.0,
+        "roster_workers": 2,
     },
     "matching": {"auto": Thresholds.auto, "review": Thresholds.review, "margin": Thresholds.margin},
     "cases": {"supervisors": {}},
-    "county": {"listen": "127.0.0.1:0"},
+    "county": {"listen": "127.0.0.1:0", "tls": False},
     "web": {"listen": ""},
+    "metrics": {"listen": ""},
 }
 TRANSPORTS = ("direct", "relay")
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
@@ -201,10 +220,13 @@ class NodeConfig:
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 1800.0
     case_sync_seconds: float = 5.0
+    roster_workers: int = 2  # processes that build a roster's notices; 0 or 1: in the sending process
     thresholds: Thresholds = field(default_factory=Thresholds)
     case_supervisors: Mapping[str, str] = field(default_factory=dict)  # division prefix -> supervising node
     county_listen: str = "127.0.0.1:0"  # the county API's own address (loopback; port 0: any free port)
+    county_tls: bool = False  # the county API serves mutual TLS with the node's county CA (client certificates)
     web_listen: str = ""  # the web inbox's address (loopback); "" serves none
+    metrics_listen: str = ""  # the Prometheus endpoint's address (HOST:PORT); "" serves none
 
     @property
     def enrolled(self) -> bool:
@@ -265,6 +287,8 @@ def _exchange(path: Path, ex: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{path}: exchange.retry_max_seconds must be at least retry_base_seconds")
     if isinstance(ex["batch_size"], bool) or ex["batch_size"] < 1:
         raise ConfigError(f"{path}: exchange.batch_size must be a positive integer")
+    if isinstance(ex["roster_workers"], bool) or not 0 <= ex["roster_workers"] <= 64:
+        raise ConfigError(f"{path}: exchange.roster_workers must be an integer from 0 to 64")
     return {
         "exchange_transport": ex["transport"],
         "exchange_relay": ex["relay"],
@@ -277,6 +301,7 @@ def _exchange(path: Path, ex: dict[str, Any]) -> dict[str, Any]:
         "retry_base_seconds": ex["retry_base_seconds"],
         "retry_max_seconds": ex["retry_max_seconds"],
         "case_sync_seconds": ex["case_sync_seconds"],
+        "roster_workers": ex["roster_workers"],
     }
 
 
@@ -357,6 +382,9 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
         source = str(base / source)
     if trust["refresh_seconds"] <= 0:
         raise ConfigError("trust.refresh_seconds must be positive")
+    metrics_listen = merged["metrics"]["listen"]
+    if metrics_listen and not re.fullmatch(r"[^\s]+:\d{1,5}", metrics_listen):
+        raise ConfigError(f"{path}: metrics.listen must be HOST:PORT, or empty for no metrics endpoint")
     return NodeConfig(
         path=path.resolve(),
         node_id=validate_node_id(merged["node"]["id"]),
@@ -378,7 +406,9 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
         thresholds=_matching(path, merged["matching"]),
         case_supervisors=_supervisors(path, merged["cases"]["supervisors"]),
         county_listen=merged["county"]["listen"],
+        county_tls=merged["county"]["tls"],
         web_listen=merged["web"]["listen"],
+        metrics_listen=metrics_listen,
         **_exchange(path, merged["exchange"]),
     )
 

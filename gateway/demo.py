@@ -219,10 +219,12 @@ class RunningNode:
     address: str
     tls: bool
     web: str = ""  # the web inbox's address ("" when off)
+    county: str = ""  # the county API's address (tongban.v1.County, loopback)
 
 
-def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str], str, bool, str]:
-    """Start ``tongban node serve`` and wait for its ready line (address, TLS mode, web inbox address)."""
+def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str], str, bool, str, str]:
+    """Start ``tongban node serve`` and wait for its ready line (address, TLS mode, web inbox address,
+    county API address)."""
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
         [sys.executable, "-m", "gateway", "node", "serve", "--config", str(cfg_path)],
         stdout=subprocess.PIPE,
@@ -249,7 +251,8 @@ def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str]
         except ValueError:
             continue
         if event.get("event") == "ready":
-            return proc, str(event["address"]), bool(event.get("tls")), str(event.get("web", ""))
+            web, county = str(event.get("web", "")), str(event.get("county", ""))
+            return proc, str(event["address"]), bool(event.get("tls")), web, county
     proc.kill()
     raise DemoFailed(f"node with config {cfg_path} did not start")
 
@@ -375,8 +378,8 @@ def _exchange(w: Any, running: list[RunningNode], callers: dict[str, Caller], pe
             w(f"   {sender:<14} → {r.peer:<14} {r.notices:>4} notices in {r.batches} signed batch(es) + manifest, "
               "queued (committed before the call returns)\n")  # fmt: skip
     time.sleep(2)
-    proc, address, _tls, web = _start(crashed.node.config.path)
-    crashed.process, crashed.address, crashed.web = proc, address, web
+    proc, address, _tls, web, county = _start(crashed.node.config.path)
+    crashed.process, crashed.address, crashed.web, crashed.county = proc, address, web, county
     w(f"   {RESTARTED} restarted; the senders' delivery workers retry with back-off until it answers\n")
     senders = [by_id["cq-liangjiang"].node, by_id["sc-nanbu"].node]
     _wait_delivered(senders)
@@ -981,8 +984,8 @@ def run(
         try:
             for spec_node, node in nodes:
                 node.engine.dispose()  # the server process opens its own connections
-                proc, address, tls, web = _start(node.config.path)
-                running.append(RunningNode(spec_node, node, proc, address, tls, web))
+                proc, address, tls, web, county = _start(node.config.path)
+                running.append(RunningNode(spec_node, node, proc, address, tls, web, county))
             callers = {r.spec.node_id: Caller(r.node.config) for r in running}
             calls: list[dict[str, str]] = []
             for r in running:
@@ -1053,9 +1056,17 @@ def run(
                 "directory_version": callers["cq-liangjiang"].trust.state.directory_version,
                 "revoked": [REVOKED],
             }
+            # Each node's county API (tongban.v1.County; see docs/county-integration.md), as now serving.
+            county_apis = {r.spec.node_id: r.county for r in running}
+            for entry in summary["nodes"]:
+                entry["county"] = county_apis[entry["id"]]
             if json_path is not None:
                 json_path.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
             if serve:
+                w("\nCounty APIs (docs/county-integration.md; a token: tongban county token create --role ROLE\n"
+                  f"  --label TEXT --config {base / 'nodes' / 'NODE'}):\n")  # fmt: skip
+                for r in running:
+                    w(f"   {r.spec.node_id:<14} {r.county}\n")
                 w(f"\nNodes are serving; the web inbox is at {summary['inbox']['url']} — press Ctrl-C to stop.\n")
                 out.flush()
                 try:

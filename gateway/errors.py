@@ -686,6 +686,29 @@ class CallDenied(CountyAuthError):
     public_message = "the caller's role may not make this call"
 
 
+class ClientCertificateInvalid(CountyAuthError):
+    """A county client certificate the node did not issue, does not know, or has revoked: one code
+    for all, like :class:`TokenInvalid`."""
+
+    code = "client_certificate_invalid"
+    public_message = "the client certificate is not valid on this node"
+
+
+class OutsideScope(InputError):
+    """A roster row outside the caller's division scope (neither its registration nor its residence
+    division is the county the token or certificate is scoped to)."""
+
+    code = "outside_scope"
+    public_message = "the row is outside the caller's division scope"
+
+
+class CasesUnavailable(CaseError):
+    """The node cannot act on cases: it is not enrolled, or lacks its signing or encryption key."""
+
+    code = "cases_unavailable"
+    public_message = "this node cannot act on cases (not enrolled, or without its signing or encryption key)"
+
+
 class PermissionTableInvalid(ConfigError):
     """The county permission table (``gateway/data/county_permissions.toml``) is incomplete or names
     an unknown call or role: the table fails closed, it never falls back to a default."""
@@ -727,3 +750,29 @@ class SessionInvalid(WebError):
 class CsrfRefused(WebError):
     code = "csrf_refused"
     public_message = "the form was not sent by this inbox page (missing or wrong CSRF token)"
+
+
+# --- Backup and restore (gateway.backup) -----------------------------------------------------------
+
+
+class BackupInvalid(InputError):
+    """A backup that is incomplete or damaged: no manifest (it never finished), a file missing, a
+    size or SHA-256 that does not match the manifest. Checked before anything is restored."""
+
+    code = "backup_invalid"
+    public_message = "the backup is incomplete or damaged; nothing was restored"
+
+
+class RestoreRefused(ConfigError):
+    """A restore that would overwrite something — the target directory already holds a node or one
+    of its files, the target database is not empty — or a target database of another kind."""
+
+    code = "restore_refused"
+    public_message = "refusing to restore over an existing node or into a non-empty database"
+
+
+class BackupToolUnusable(ConfigError):
+    """``pg_dump`` or ``pg_restore`` is missing, or older than the server or the dump it must read."""
+
+    code = "backup_tool_unusable"
+    public_message = "the PostgreSQL client tool a backup or restore needs is missing or too old"

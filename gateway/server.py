@@ -31,6 +31,10 @@ and every call is checked against the permission table by
 :class:`~gateway.county.servicer.CountyAuthInterceptor`. The node-to-node port does not serve it: a
 directory node's certificate is no county credential, and a token is never sent to a peer port.
 
+Two more listeners are off unless configured: the web inbox for county staff (``[web] listen``,
+loopback only, :mod:`gateway.web`: pages over the same case service) and the Prometheus endpoint
+(``[metrics] listen``, :mod:`gateway.metrics`: counts and ages, no personal data).
+
 Relay mode (``[exchange]``, see :mod:`gateway.exchange.relay`), enrolled nodes only:
 ``transport = "relay"`` delivers the outbox through the relay node ``relay`` instead of directly;
 ``relays = [...]`` runs one :class:`~gateway.exchange.relay.RelayPuller` per relay and lets the
@@ -56,7 +60,7 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy import Connection
-from tongban.v1 import common_pb2, county_pb2_grpc, custody_pb2, envelope_pb2, node_pb2, node_pb2_grpc, relay_pb2_grpc
+from tongban.v1 import common_pb2, custody_pb2, envelope_pb2, node_pb2, node_pb2_grpc, relay_pb2_grpc
 
 from gateway import audit
 from gateway.cases.custody_hook import CaseCustody
@@ -64,8 +68,7 @@ from gateway.cases.lifecycle import china_date
 from gateway.cases.service import CaseService
 from gateway.cases.wiring import CaseParts
 from gateway.config import NodeConfig
-from gateway.county.permissions import load_permissions
-from gateway.county.servicer import CountyAuthInterceptor, CountyServicer
+from gateway.county.servicer import county_server
 from gateway.custody.service import PURPOSE as CUSTODY_PURPOSE
 from gateway.custody.service import CustodyService, custody_status_for
 from gateway.errors import ConfigError, ExchangeError, GatewayError, InputError
@@ -76,6 +79,7 @@ from gateway.exchange.receiver import OnAccept, Receiver, public_message, status
 from gateway.exchange.relay import RelayPuller, RelayServicer, RelayStore, RelayTransport, SqlRelayStore
 from gateway.exchange.retry import RetryPolicy
 from gateway.exchange.transport import GrpcTransport, Transport
+from gateway.metrics import MetricsServer
 from gateway.node import Node
 from gateway.trust.interceptor import PeerAuthInterceptor, authenticated_peer
 from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
@@ -443,29 +447,31 @@ class NodeServer:
             raise ConfigError(f"cannot listen on {cfg.listen}")
         host = cfg.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
-        self._county_server, self.county_address = self._county(node, max_workers)
+        self._county_server, self.county_address = self._county(node, max_workers, self.cases)
         self.web: WebServer | None = None
         if cfg.web_listen:
             require_loopback(cfg.web_listen, setting="web.listen")
             clock = self.trust.clock if self.trust is not None else utc_now
             self.web = WebServer(WebInbox(node, self.cases, clock=clock), cfg.web_listen)
+        self.metrics: MetricsServer | None = None
+        if cfg.metrics_listen:
+            self.metrics = MetricsServer(
+                node,
+                cfg.metrics_listen,
+                delivery=self.delivery,
+                receiver=self.receiver,
+                clock=self.trust.clock if self.trust is not None else utc_now,
+            )
         self._county_health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._county_health, self._county_server)
 
     @staticmethod
-    def _county(node: Node, max_workers: int) -> tuple[grpc.Server, str]:
-        """The county API on its own loopback listener, ``[county] listen`` (see :mod:`gateway.county`):
-        the node-to-node port admits only directory nodes, and a county caller holds a token, not a
-        node certificate. Plaintext, so loopback only (``ConfigError`` otherwise)."""
-        listen = node.config.county_listen
-        require_loopback(listen, setting="county.listen")
-        interceptor = CountyAuthInterceptor(node.engine, load_permissions())
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=[interceptor])
-        county_pb2_grpc.add_CountyServicer_to_server(CountyServicer(node), server)
-        port = server.add_insecure_port(listen)
-        if port == 0:
-            raise ConfigError(f"cannot listen on {listen} (county.listen)")
-        return server, f"{listen.rsplit(':', 1)[0]}:{port}"
+    def _county(node: Node, max_workers: int, cases: CaseParts | None) -> tuple[grpc.Server, str]:
+        """The county API on its own listener, ``[county] listen`` (see :mod:`gateway.county`): the
+        node-to-node port admits only directory nodes, and a county caller holds a token (or a
+        client certificate of the node's county CA), not a node certificate. The case calls act
+        through ``cases`` (``None``: they answer ``FAILED_PRECONDITION``)."""
+        return county_server(node, cases, max_workers=max_workers)
 
     @staticmethod
     def _pullers(
@@ -496,6 +502,8 @@ class NodeServer:
         self._county_server.start()
         if self.web is not None:
             self.web.start()
+        if self.metrics is not None:
+            self.metrics.start()
         for name in ("", COUNTY_SERVICE):
             self._county_health.set(name, health_pb2.HealthCheckResponse.SERVING)
         services = (*SERVICE_NAMES, RELAY_SERVICE) if self.relay is not None else SERVICE_NAMES
@@ -535,6 +543,8 @@ class NodeServer:
             self.trust.stop_refresher()
         if self.web is not None:
             self.web.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         self._county_server.stop(grace).wait()
         self._server.stop(grace).wait()
         self.node.engine.dispose()
@@ -545,7 +555,8 @@ def serve_forever(node: Node) -> int:
     """Run until SIGTERM or SIGINT; then drain and return 0.
 
     Prints one JSON line ``{"event": "ready", "node": …, "address": …, "tls": true|false, "county": …,
-    "web": …}`` (``county``: the county API's address; ``web``: the web inbox's, "" when off) on stdout
+    "web": …, "metrics": …}`` (``county``: the county API's address; ``web``: the web inbox's and
+    ``metrics``: the Prometheus endpoint's, "" when off) on stdout
     once serving, so a supervisor (or the demo) learns the bound port when ``listen`` asks for port 0
     and whether to dial it with mutual TLS.
     """
@@ -566,6 +577,7 @@ def serve_forever(node: Node) -> int:
         "tls": server.tls,
         "county": server.county_address,
         "web": server.web.address if server.web is not None else "",
+        "metrics": server.metrics.address if server.metrics is not None else "",
     }
     print(json.dumps(ready), flush=True)
     stop.wait()

@@ -74,3 +74,24 @@ def test_bad_configuration_is_refused(tmp_path: Path, text: str, environ: dict[s
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         config.load(tmp_path / "absent.toml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "expected"),
+    [
+        pytest.param("", {}, "", id="off_by_default"),
+        pytest.param('[metrics]\nlisten = "0.0.0.0:7309"\n', {}, "0.0.0.0:7309", id="file"),
+        pytest.param("", {"TONGBAN_METRICS_LISTEN": "127.0.0.1:0"}, "127.0.0.1:0", id="environment"),
+        pytest.param('[metrics]\nlisten = "[::1]:7309"\n', {}, "[::1]:7309", id="ipv6"),
+    ],
+)
+def test_metrics_listen(tmp_path: Path, text: str, environ: dict[str, str], expected: str) -> None:
+    cfg = config.load(_write(tmp_path, '[node]\nid="a-b"\ndivision="500157"\n' + text), environ=environ)
+    assert cfg.metrics_listen == expected
+
+
+@pytest.mark.parametrize("listen", ["7309", "localhost", "0.0.0.0:port", "host :7309"])
+def test_metrics_listen_must_be_host_and_port(tmp_path: Path, listen: str) -> None:
+    text = f'[node]\nid="a-b"\ndivision="500157"\n[metrics]\nlisten = "{listen}"\n'
+    with pytest.raises(ConfigError, match=r"metrics\.listen"):
+        config.load(_write(tmp_path, text), environ={})

@@ -39,6 +39,7 @@ def test_demo_tells_the_story_and_writes_json(tmp_path: Path) -> None:
     for n in nodes:
         assert set(n) >= {"id", "division", "province", "address"}
         assert n["address"].startswith("127.0.0.1:")
+        assert n["county"].startswith("127.0.0.1:"), "each node's county API (docs/county-integration.md)"
         assert n["tls"] is True, "enrolled nodes serve mutual TLS only"
     for node_id, roster in summary["rosters"].items():
         assert roster["accepted"] > 0, node_id

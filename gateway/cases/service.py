@@ -696,6 +696,7 @@ class CaseService:
     def _on_chunk(
         self, conn: Connection, sender: str, m: handoff.ChunkMessage, now: datetime, summary: SyncSummary
     ) -> None:
+        self.store.lock(conn, m.case_id)
         try:
             stored = self.store.load(m.case_id, conn)
         except CaseNotFound:

@@ -326,6 +326,23 @@ class CaseStore:
         except SQLAlchemyError as exc:
             raise _db(exc) from None
 
+    def row(self, case_id: str) -> CaseRow:
+        """The plain columns of one case, without opening it (``CaseNotFound``)."""
+        try:
+            with self.engine.connect() as conn:
+                r = conn.execute(select(cases).where(cases.c.case_id == case_id)).first()
+        except SQLAlchemyError as exc:
+            raise _db(exc) from None
+        if r is None:
+            raise CaseNotFound()
+        return self._case_row(r)
+
+    def lock(self, conn: Connection, case_id: str) -> None:
+        """Lock a case's row for the caller's transaction (PostgreSQL ``FOR UPDATE``), so that two
+        processes of one node applying chunks of the same case take turns (each sees the other's
+        documents complete, and the case is received once)."""
+        conn.execute(select(cases.c.case_id).where(cases.c.case_id == case_id).with_for_update())
+
     def exists(self, case_id: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(select(cases.c.case_id).where(cases.c.case_id == case_id)).first() is not None

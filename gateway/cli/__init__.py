@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Imported here so that `tongban --help` stays the one place that lists every group.
     from gateway.cli import (
         audit,
+        backup,
         case,
         cases,
         county,
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         custody,
         county,
         web,
+        backup,
     ):
         module.register(groups)
     # Tools that sit beside the gateway (the operators' `keys` tool, the county-file adapters)
