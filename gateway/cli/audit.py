@@ -11,23 +11,12 @@ from __future__ import annotations
 
 import argparse
 
-from sqlalchemy import Engine
-
 from gateway import audit
-from gateway import config as config_mod
-from gateway.cli.node import add_config_argument, config_path
-from gateway.store.db import make_engine, require_current_schema
-
-
-def _engine(args: argparse.Namespace) -> Engine:
-    cfg = config_mod.load(config_path(args))
-    engine = make_engine(cfg.database_url)
-    require_current_schema(engine)
-    return engine
+from gateway.cli.node import add_config_argument, node_database
 
 
 def _verify(args: argparse.Namespace) -> int:
-    engine = _engine(args)
+    _, engine = node_database(args)
     try:
         count, head = audit.verify_entries(audit.entries(engine))
     finally:
@@ -38,7 +27,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    engine = _engine(args)
+    _, engine = node_database(args)
     try:
         rows = audit.tail(engine, args.n)
     finally:

@@ -21,17 +21,12 @@ Creating and revoking a token, issuing and revoking a certificate are recorded i
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine
-
-from gateway import config as config_mod
 from gateway.cli.generated import docs_path, write_or_check
-from gateway.cli.node import add_config_argument, config_path
+from gateway.cli.node import add_config_argument, node_database, utc_text
 from gateway.county import auth, certs
 from gateway.county.permissions import Role, load_permissions, render_markdown
-from gateway.store.db import make_engine, require_current_schema
 
 DEFAULT_DOCS = docs_path("county-permissions.md")
 
@@ -89,19 +84,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     render.set_defaults(handler=_render)
 
 
-def _engine(args: argparse.Namespace) -> Engine:
-    cfg = config_mod.load(config_path(args))
-    engine = make_engine(cfg.database_url)
-    require_current_schema(engine)
-    return engine
-
-
-def _time(at: datetime | None) -> str:
-    return "-" if at is None else at.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _create(args: argparse.Namespace) -> int:
-    engine = _engine(args)
+    _, engine = node_database(args)
     try:
         token, info = auth.create(engine, role=Role(args.role), label=args.label, division=args.division)
     finally:
@@ -113,7 +97,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    engine = _engine(args)
+    _, engine = node_database(args)
     try:
         rows = auth.list_tokens(engine)
     finally:
@@ -121,7 +105,7 @@ def _list(args: argparse.Namespace) -> int:
     print(f"{'id':<20} {'role':<20} {'scope':<6} {'created':<20} {'revoked':<20} label")
     for t in rows:
         scope = t.division or "-"
-        created, revoked = _time(t.created_at), _time(t.revoked_at)
+        created, revoked = utc_text(t.created_at), utc_text(t.revoked_at)
         print(f"{t.token_id:<20} {t.role.value:<20} {scope:<6} {created:<20} {revoked:<20} {t.label}")
     if not rows:
         print("(no tokens)")
@@ -129,26 +113,24 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    engine = _engine(args)
+    _, engine = node_database(args)
     try:
         info = auth.revoke(engine, args.token_id)
     finally:
         engine.dispose()
-    print(f"revoked {info.token_id} at {_time(info.revoked_at)}")
+    print(f"revoked {info.token_id} at {utc_text(info.revoked_at)}")
     return 0
 
 
 def _cert_issue(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(config_path(args))
-    engine = make_engine(cfg.database_url)
+    cfg, engine = node_database(args)
     try:
-        require_current_schema(engine)
         issued = certs.issue(engine, cfg, role=Role(args.role), label=args.label, division=args.division)
     finally:
         engine.dispose()
     written = certs.write_bundle(issued, args.out)
     info = issued.info
-    print(f"issued {info.cert_id} (role {info.role.value}, label {info.label}), valid until {_time(info.not_after)}")
+    print(f"issued {info.cert_id} (role {info.role.value}, label {info.label}), valid until {utc_text(info.not_after)}")
     for path in written:
         print(f"  {path}")
     print(f"the key ({written[0].name}, mode 0600) is the only copy: the node keeps only the certificate's fingerprint")
@@ -158,14 +140,14 @@ def _cert_issue(args: argparse.Namespace) -> int:
 
 
 def _cert_list(args: argparse.Namespace) -> int:
-    engine = _engine(args)
+    _, engine = node_database(args)
     try:
         rows = certs.list_certs(engine)
     finally:
         engine.dispose()
     print(f"{'id':<20} {'role':<20} {'scope':<6} {'created':<20} {'not after':<20} {'revoked':<20} label")
     for c in rows:
-        times = f"{_time(c.created_at):<20} {_time(c.not_after):<20} {_time(c.revoked_at):<20}"
+        times = f"{utc_text(c.created_at):<20} {utc_text(c.not_after):<20} {utc_text(c.revoked_at):<20}"
         print(f"{c.cert_id:<20} {c.role.value:<20} {c.division or '-':<6} {times} {c.label}")
     if not rows:
         print("(no certificates)")
@@ -173,12 +155,12 @@ def _cert_list(args: argparse.Namespace) -> int:
 
 
 def _cert_revoke(args: argparse.Namespace) -> int:
-    engine = _engine(args)
+    _, engine = node_database(args)
     try:
         info = certs.revoke(engine, args.cert_id)
     finally:
         engine.dispose()
-    print(f"revoked {info.cert_id} at {_time(info.revoked_at)}")
+    print(f"revoked {info.cert_id} at {utc_text(info.revoked_at)}")
     return 0
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric import x25519
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import Engine
 
 from gateway import config as config_mod
 from gateway.errors import ConfigError
 from gateway.node import init_node, open_node
 from gateway.server import serve_forever
+from gateway.store.db import make_engine, require_current_schema
 from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
 from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore, utc_now
@@ -38,6 +40,20 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(ENV_CONFIG, config_mod.CONFIG_FILE),
         help=f"node.toml or its directory (env {ENV_CONFIG}; default: %(default)s)",
     )
+
+
+def node_database(args: argparse.Namespace) -> tuple[config_mod.NodeConfig, Engine]:
+    """The node's configuration and an engine on its database, refused unless at the packaged schema
+    (for commands that read or change the database without opening the node's keys)."""
+    cfg = config_mod.load(config_path(args))
+    engine = make_engine(cfg.database_url)
+    require_current_schema(engine)
+    return cfg, engine
+
+
+def utc_text(at: datetime | None) -> str:
+    """A UTC time as commands print it (``2026-12-06T11:37:01Z``), ``-`` for none."""
+    return "-" if at is None else at.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -9,30 +9,14 @@ never dropped: they stay listed here until an operator deals with them.
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 
-from sqlalchemy import Engine
-
-from gateway import config as config_mod
-from gateway.cli.node import add_config_argument, config_path
+from gateway.cli.node import add_config_argument, node_database, utc_text
 from gateway.exchange import outbox
-from gateway.store.db import make_engine, require_current_schema
-
-
-def _engine(args: argparse.Namespace) -> Engine:
-    cfg = config_mod.load(config_path(args))
-    engine = make_engine(cfg.database_url)
-    require_current_schema(engine)
-    return engine
-
-
-def _time(at: datetime | None) -> str:
-    return "-" if at is None else at.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _list(args: argparse.Namespace) -> int:
     status = outbox.Status(args.status) if args.status else None
-    engine = _engine(args)
+    _, engine = node_database(args)
     try:
         counts = outbox.counts(engine)
         rows = outbox.list_messages(engine, status=status, peer=args.peer, limit=args.limit)
@@ -49,7 +33,7 @@ def _list(args: argparse.Namespace) -> int:
         print()
     for r in rows:
         when = r.delivered_at if r.status is outbox.Status.DELIVERED else r.next_attempt_at
-        line = f"{r.message_id}  {r.peer}  {r.purpose}  {r.status.value}  attempts={r.attempts}  {_time(when)}"
+        line = f"{r.message_id}  {r.peer}  {r.purpose}  {r.status.value}  attempts={r.attempts}  {utc_text(when)}"
         if r.status is not outbox.Status.DELIVERED and r.last_error:
             line += f"  reason: {r.last_error}"
         print(line)

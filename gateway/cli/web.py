@@ -16,14 +16,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from datetime import datetime
 
-from sqlalchemy import Engine
-
-from gateway import config as config_mod
-from gateway.cli.node import add_config_argument, config_path
+from gateway.cli.node import add_config_argument, node_database, utc_text
 from gateway.errors import InputError
-from gateway.store.db import make_engine, require_current_schema
 from gateway.web import accounts
 from gateway.web.accounts import StaffRole
 
@@ -62,13 +57,6 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     code.set_defaults(handler=_code)
 
 
-def _engine(args: argparse.Namespace) -> tuple[config_mod.NodeConfig, Engine]:
-    cfg = config_mod.load(config_path(args))
-    engine = make_engine(cfg.database_url)
-    require_current_schema(engine)
-    return cfg, engine
-
-
 def _read_password() -> str:
     if sys.stdin.isatty():
         first, second = getpass.getpass("password: "), getpass.getpass("again: ")
@@ -78,12 +66,8 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\n")
 
 
-def _time(at: datetime | None) -> str:
-    return "-" if at is None else at.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _add(args: argparse.Namespace) -> int:
-    cfg, engine = _engine(args)
+    cfg, engine = node_database(args)
     try:
         password = _read_password() if args.password_stdin else None
         staff = accounts.create_staff(
@@ -103,7 +87,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    _, engine = _engine(args)
+    _, engine = node_database(args)
     try:
         rows = accounts.list_staff(engine)
     finally:
@@ -113,13 +97,13 @@ def _list(args: argparse.Namespace) -> int:
         pw = "yes" if s.has_password else "no"
         print(
             f"{s.staff_id:<20} {s.username:<20} {s.role.value:<19} {s.division:<7} {pw:<8} "
-            f"{_time(s.locked_until):<21} {_time(s.disabled_at)}"
+            f"{utc_text(s.locked_until):<21} {utc_text(s.disabled_at)}"
         )
     return 0
 
 
 def _password(args: argparse.Namespace) -> int:
-    _, engine = _engine(args)
+    _, engine = node_database(args)
     try:
         staff = accounts.set_password(engine, args.username, _read_password())
     finally:
@@ -129,21 +113,21 @@ def _password(args: argparse.Namespace) -> int:
 
 
 def _disable(args: argparse.Namespace) -> int:
-    _, engine = _engine(args)
+    _, engine = node_database(args)
     try:
         staff = accounts.disable(engine, args.username)
     finally:
         engine.dispose()
-    print(f"disabled {staff.staff_id} at {_time(staff.disabled_at)}; its sessions have ended")
+    print(f"disabled {staff.staff_id} at {utc_text(staff.disabled_at)}; its sessions have ended")
     return 0
 
 
 def _code(args: argparse.Namespace) -> int:
-    cfg, engine = _engine(args)
+    cfg, engine = node_database(args)
     try:
         code, expires = accounts.issue_code(engine, args.username)
     finally:
         engine.dispose()
     print(f"one-time sign-in code: {code}")
-    print(f"valid until {_time(expires)}, once; sign in at the web inbox ([web] listen = {cfg.web_listen or 'off'})")
+    print(f"valid until {utc_text(expires)}, once; sign in at the web inbox ([web] listen = {cfg.web_listen or 'off'})")
     return 0
