@@ -49,7 +49,7 @@ from gateway.cases import lifecycle as lc
 from gateway.cases.clock import WorkCalendar, due_dates
 from gateway.cases.reasons import ReasonAction, load_reasons
 from gateway.cases.service import InboxItem, inbox
-from gateway.cases.store import CaseStore, Side, StoredCase
+from gateway.cases.store import CaseRow, CaseStore, Side, StoredCase
 from gateway.cases.types import EvidenceKind, Programme
 from gateway.cases.wiring import CaseParts
 from gateway.domain import idnumber
@@ -190,7 +190,8 @@ class _IpThrottle:
 
     def failed(self, ip: str) -> None:
         with self._lock:
-            self._recent(ip, time.monotonic()).append(time.monotonic())
+            now = time.monotonic()
+            self._recent(ip, now).append(now)
             if len(self._failures) > 10_000:  # bounded: forget the quietest addresses
                 for key in [k for k, v in self._failures.items() if not v][:5000]:
                     del self._failures[key]
@@ -216,6 +217,7 @@ class WebInbox:
         self._divisions = divisions or DivisionTable.load_default()
         self._reasons = load_reasons()
         self._throttle = _IpThrottle()
+        self._store = parts.store if parts is not None else CaseStore(node.engine, node.keyring)
         node_id = node.config.node_id
         self.cookie = "__Host-tongban-" + node_id
         self.pre_cookie = "__Host-tongban-pre-" + node_id
@@ -275,7 +277,8 @@ class WebInbox:
         if len(parts) >= 2 and parts[0] == "cases" and _CASE_ID.fullmatch(parts[1]):
             case_id = parts[1]
             if len(parts) == 2 and method == "GET":
-                return self._case(session, case_id, environ)
+                done = parse_qs(str(environ.get("QUERY_STRING", ""))).get("done", [""])[0]
+                return self._case(session, case_id, done=done)
             if len(parts) == 4 and parts[2] == "documents" and method == "GET" and _DOCUMENT_ID.fullmatch(parts[3]):
                 return self._document(session, case_id, parts[3])
             if len(parts) == 3 and parts[2] in _ACTIONS and method == "POST":
@@ -410,7 +413,7 @@ class WebInbox:
 
     def _inbox(self, session: Session) -> Response:
         today = lc.china_date(self._clock())
-        store = self._store()
+        store = self._store
         items = [
             i
             for i in inbox(store, today, calendar=self._calendar)
@@ -432,21 +435,26 @@ class WebInbox:
             "flag": "重复申请" if i.flag == "duplicate_application" else (i.flag or ""),
         }
 
-    def _store(self) -> CaseStore:
-        return self._parts.store if self._parts is not None else CaseStore(self._node.engine, self._node.keyring)
-
-    def _visible_case(self, session: Session, case_id: str) -> StoredCase | None:
-        """The case if ``session``'s staff may open it; ``None`` for a case that is not theirs and for
-        one that does not exist alike."""
+    def _visible_row(self, session: Session, case_id: str) -> CaseRow | None:
+        """The case's plain columns if ``session``'s staff may open it (nothing is decrypted to decide);
+        ``None`` for a case that is not theirs and for one that does not exist alike."""
         try:
-            stored = self._store().load(case_id)
+            row = self._store.row(case_id)
         except CaseNotFound:
             return None
-        row = stored.row
-        return stored if visible(session.staff, row.side, row.accepting_division, row.registration_division) else None
+        return row if visible(session.staff, row.side, row.accepting_division, row.registration_division) else None
+
+    def _visible_case(self, session: Session, case_id: str) -> StoredCase | None:
+        """The case, opened, if ``session``'s staff may open it (see :meth:`_visible_row`)."""
+        if self._visible_row(session, case_id) is None:
+            return None
+        try:
+            return self._store.load(case_id)
+        except CaseNotFound:
+            return None
 
     def _case(
-        self, session: Session, case_id: str, environ: Mapping[str, Any], *, error: str | None = None, status: int = 200
+        self, session: Session, case_id: str, *, done: str = "", error: str | None = None, status: int = 200
     ) -> Response:
         stored = self._visible_case(session, case_id)
         if stored is None:
@@ -465,9 +473,6 @@ class WebInbox:
         today = lc.china_date(self._clock())
         holder = self._parts.custody.holder(case_id) if self._parts is not None else None
         custody = self._custody_rows(case_id)
-        done = parse_qs(urlsplit(environ.get("REQUEST_URI", "") or "").query).get("done", [""])[0]
-        if not done:
-            done = parse_qs(str(environ.get("QUERY_STRING", ""))).get("done", [""])[0]
         ctx: dict[str, Any] = {
             "case": case,
             "row": row,
@@ -588,7 +593,7 @@ class WebInbox:
         stored = self._visible_case(session, case_id)
         if stored is None:
             return self._not_found(session)
-        store = self._store()
+        store = self._store
         doc = next((d for d in stored.documents if d.document.document_id == document_id), None)
         if doc is None or doc.state.value != "complete":
             return self._not_found(session)
@@ -610,11 +615,10 @@ class WebInbox:
     # --- actions --------------------------------------------------------------------------------------
 
     def _act(self, session: Session, case_id: str, action: str, form: dict[str, list[str]]) -> Response:
-        if self._visible_case(session, case_id) is None:
+        if self._visible_row(session, case_id) is None:
             return self._not_found(session)
-        environ: dict[str, Any] = {}
         if session.staff.role is not StaffRole.REGISTRATION_STAFF or self._parts is None:
-            return self._case(session, case_id, environ, error="您的账号不能办理此案件。", status=HTTPStatus.FORBIDDEN)
+            return self._case(session, case_id, error="您的账号不能办理此案件。", status=HTTPStatus.FORBIDDEN)
 
         def field(name: str) -> str:
             return form.get(name, [""])[0].strip()
@@ -646,7 +650,7 @@ class WebInbox:
             code = exc.code if isinstance(exc, GatewayError) else "invalid_input"
             log.info("web inbox: %s could not %s case %s (%s)", session.staff.staff_id, action, case_id, code)
             message = ERROR_TEXT.get(code, f"操作未完成（错误代码 {code}）。")
-            return self._case(session, case_id, environ, error=message, status=HTTPStatus.CONFLICT)
+            return self._case(session, case_id, error=message, status=HTTPStatus.CONFLICT)
         log.info("web inbox: %s did %s on case %s", session.staff.staff_id, action, case_id)
         return self._redirect(f"/cases/{case_id}?done={action}")
 
