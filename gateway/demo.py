@@ -68,6 +68,7 @@ from gateway.domain.rules import load_rules
 from gateway.errors import GatewayError
 from gateway.exchange import outbox
 from gateway.exchange.purposes import load_profiles
+from gateway.exchange.roster_pages import notice_workers
 from gateway.exchange.rosters import received, send_migrant_roster
 from gateway.node import Node, init_node, open_node
 from gateway.reconcile import service as reconcile_service
@@ -361,18 +362,25 @@ def _exchange(w: Any, running: list[RunningNode], callers: dict[str, Caller], pe
     now = datetime.now(UTC)
     for sender in ("cq-liangjiang", "sc-nanbu"):
         node, cfg = by_id[sender].node, by_id[sender].node.config
-        sent = send_migrant_roster(
-            node_id=sender,
-            period=period,
-            children=node.children,
-            engine=node.engine,
-            keyring=node.keyring,
-            directory=callers[sender].trust.current(now),
-            profiles=profiles,
-            signer=Ed25519Signer(read_signing_key(cfg.signing_key, passphrase)),
-            encryption_key=read_encryption_key(cfg.encryption_key, passphrase),
-            now=now,
-        )
+        # As `tongban roster send` does: [exchange] roster_workers processes build a roster of
+        # several batches (a county's demo roster is one batch, so no worker starts here).
+        with contextlib.ExitStack() as stack:
+            workers = notice_workers(cfg.roster_workers)
+            if workers is not None:
+                stack.enter_context(workers)
+            sent = send_migrant_roster(
+                node_id=sender,
+                period=period,
+                children=node.children,
+                engine=node.engine,
+                keyring=node.keyring,
+                directory=callers[sender].trust.current(now),
+                profiles=profiles,
+                signer=Ed25519Signer(read_signing_key(cfg.signing_key, passphrase)),
+                encryption_key=read_encryption_key(cfg.encryption_key, passphrase),
+                now=now,
+                workers=workers,
+            )
         for r in sent.rosters:
             rosters.append({"from": sender, "to": r.peer, "notices": r.notices, "envelopes": r.envelopes})
             w(f"   {sender:<14} → {r.peer:<14} {r.notices:>4} notices in {r.batches} signed batch(es) + manifest, "

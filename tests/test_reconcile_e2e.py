@@ -151,12 +151,15 @@ def cfg_arg(world: World, node_id: str) -> list[str]:
 def test_rosters_reconciled_and_answered_both_sides_see_every_discrepancy(
     world: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    # 1. The residence places send their rosters (delivered by their running nodes).
-    for sender in (LJ, BB):
-        assert main(["roster", "send", *cfg_arg(world, sender), "--period", PERIOD]) == 0
+    # 1. The residence places send their rosters (delivered by their running nodes). 两江新区's goes
+    #    as three batches of at most two notices, so `roster send` hands them to its
+    #    [exchange] roster_workers pool (2 by default: this process builds while one worker spawns).
+    assert main(["roster", "send", *cfg_arg(world, LJ), "--period", PERIOD, "--batch-size", "2"]) == 0
+    assert "5 notices in 3 batch(es) + manifest" in capsys.readouterr().out
+    assert main(["roster", "send", *cfg_arg(world, BB), "--period", PERIOD]) == 0
     eventually(lambda: world.inbox(NB, LJ, "roster_manifest") == 1, what="两江新区's roster at 南部县")
     eventually(lambda: world.inbox(NB, BB, "roster_manifest") == 1, what="北碚区's roster at 南部县")
-    eventually(lambda: world.inbox(NB, LJ, "migrant_notice") == 1, what="两江新区's notices")
+    eventually(lambda: world.inbox(NB, LJ, "migrant_notice") == 3, what="两江新区's notices")
 
     # 2. The registration place reconciles and answers.
     capsys.readouterr()

@@ -36,6 +36,7 @@ from gateway.domain.period import MonitoringPeriod
 from gateway.domain.records import ChildKind, ChildRecord, Provenance
 from gateway.errors import InputError, InvalidRecord
 from gateway.exchange.purposes import load_profiles
+from gateway.exchange.roster_pages import notice_workers
 from gateway.exchange.rosters import send_migrant_roster
 from gateway.node import Node, open_node
 from gateway.roster import IntakeSummary, intake
@@ -235,6 +236,9 @@ def _send(args: argparse.Namespace) -> int:
     period = MonitoringPeriod.parse(args.period)
     cfg = config_mod.load(config_path(args))
     node = open_node(cfg)
+    # [exchange] roster_workers: the pool starts only for a roster of more than one batch, and
+    # this process builds pages until its workers are ready (gateway.exchange.roster_pages).
+    workers = notice_workers(cfg.roster_workers)
     try:
         now = datetime.now(UTC)
         keys = acting_keys(cfg, now)
@@ -250,8 +254,11 @@ def _send(args: argparse.Namespace) -> int:
             encryption_key=keys.encryption_key,
             now=now,
             batch_size=args.batch_size,
+            workers=workers,
         )
     finally:
+        if workers is not None:
+            workers.close()
         node.engine.dispose()
     for r in summary.rosters:
         print(
