@@ -8,7 +8,8 @@ What is proved, on SQLite and PostgreSQL:
   a key id the keyring lacks — fails the send with the same typed error as without workers, and
   nothing of the roster is queued, not even the batches built before it;
 * a worker that dies fails the roster with a ``GatewayError`` (nothing queued) and the next send
-  works; at most ``in_flight`` pages are out at once; a one-batch roster never starts the pool;
+  works; at most ``in_flight`` pages are unfinished in the workers and ``2 × in_flight`` held;
+  a one-batch roster never starts the pool;
 * ``[exchange] roster_workers`` is parsed and checked.
 
 The pool is spawned (never forked) once per module: starting a worker costs a fresh interpreter.

@@ -33,12 +33,16 @@ How the pool behaves, and why:
   (blind indexes) never leaves the node process. A worker keeps one engine (one connection) per
   database. An SQLite database in memory cannot be shared: then the caller reads the pages and
   sends them with the jobs, with only the data keys of their rows.
-* **The caller works too, and never waits idle.** A page goes to a worker while fewer than
-  ``in_flight`` (default twice the workers) are out; otherwise the caller builds it itself. So on
-  a quiet machine the work splits between the sending process and its workers, and on a busy one
+* **The caller works too, and nobody waits idle.** A page goes to a worker while fewer than
+  ``in_flight`` (default twice the workers) pages are *unfinished* there; otherwise the caller
+  builds it itself. Finished counts when the worker finishes, not when its page is handed back in
+  order: counting pages until they were handed back left a worker idle behind a slower page at
+  the head (2026-12-06, 20,000 records on 2 cores: 0.39 s → 0.35 s to queue). So on a quiet
+  machine the work splits between the sending process and its workers, and on a busy one
   whichever process gets the CPU does more of it.
-* **Bounded.** At most ``in_flight`` pages are out and ``in_flight`` more held built in the caller;
-  the caller reads the next page only when there is room, so memory does not grow with the roster.
+* **Bounded.** At most ``in_flight`` pages are unfinished in the workers and no more than
+  ``2 × in_flight`` held in all; the caller reads the next page only when there is room, so memory
+  does not grow with the roster.
 * **Errors come back typed.** A :class:`~gateway.errors.GatewayError` raised in a worker (a row
   that fails to open, a tampered plain column, a record that does not decode) is raised again in
   the caller as the same class with the same detail (never personal data, as everywhere). A worker
@@ -335,29 +339,30 @@ class NoticeWorkers:
         """The built pages of one roster's ``jobs``, in order; ``encoder`` is the roster's in this
         process (each worker has its own) and ``read`` reads a page here when the job has bounds.
 
-        A page goes to the workers while fewer than ``in_flight`` are out there; otherwise — and
-        until a worker is ready — the calling thread builds it itself rather than wait, so the
+        A page goes to the workers while fewer than ``in_flight`` are unfinished there; otherwise —
+        and until a worker is ready — the calling thread builds it itself rather than wait, so the
         sending process works alongside its workers and a busy machine slows the send no more than
-        it must. At most ``in_flight`` pages are out and ``in_flight`` more held built here.
+        it must. At most ``in_flight`` pages are unfinished out there and ``2 × in_flight`` held.
 
         Raises the worker's ``GatewayError`` for a page that failed; pages still out are cancelled
         when the iterator stops early (an error, or the caller closing it).
         """
         executor = self._pool()
         slots: deque[Future[BuiltPage | _Raised] | BuiltPage] = deque()
-        out = 0  # futures among the slots
 
         def settle(slot: Future[BuiltPage | _Raised] | BuiltPage) -> BuiltPage:
             return self._result(slot) if isinstance(slot, Future) else slot
 
         try:
             for job in jobs:
+                # Pages the workers have not finished yet, whether or not they are at the head:
+                # a worker that is done gets its next page now, not when its page is handed back.
+                out = sum(isinstance(slot, Future) and not slot.done() for slot in slots)
                 if out < self.in_flight and self.ready:
                     try:
                         slots.append(executor.submit(_build_in_worker, job))
                     except BrokenProcessPool:
                         raise self._broken() from None
-                    out += 1
                 else:
                     if not self.ready and self._started and all(f.done() for f in self._started):
                         raise self._broken()  # every process failed to start
@@ -366,9 +371,7 @@ class NoticeWorkers:
                     )
                 # Hand back, in order, what is built at the head; wait only when too much is held.
                 while slots and (len(slots) > 2 * self.in_flight or _built(slots[0])):
-                    head = slots.popleft()
-                    out -= isinstance(head, Future)
-                    yield settle(head)
+                    yield settle(slots.popleft())
             while slots:
                 yield settle(slots.popleft())
         finally:
