@@ -6,8 +6,11 @@ Measured in one run (see ``bench/README.md``):
 
 1. **End to end**, per database (SQLite files; PostgreSQL in two throwaway databases when a server
    answers): two enrolled nodes — cq-liangjiang (500157, residence county) and sc-nanbu (511321,
-   registration county) — each a real :class:`~gateway.server.NodeServer` with mutual TLS on
-   127.0.0.1. N migrant records are stored at the sender beforehand (untimed), and the sender's
+   registration county) — real nodes with mutual TLS on 127.0.0.1: the sender a
+   :class:`~gateway.server.NodeServer` in the benchmark's process (so its delivery worker can be
+   watched), the receiver ``tongban node serve`` in a process of its own, as another county's node
+   is (in one process the two would share one interpreter lock, which no deployment does). N
+   migrant records are stored at the sender beforehand (untimed), and the sender's
    pool of roster workers (``[exchange] roster_workers``, default 2: the sending process and one
    worker process) is started and waited for (untimed, reported as ``workers_start_s``), as a
    running node holds it. Timed: from
@@ -41,8 +44,10 @@ import json
 import os
 import secrets
 import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 import uuid
@@ -96,7 +101,7 @@ from gateway.exchange.roster_pages import NoticeWorkers, notice_workers
 from gateway.exchange.rosters import MANIFEST_PURPOSE, NOTICE_PURPOSE, SendSummary, received, send_migrant_roster
 from gateway.exchange.tokens import id_token, pair_key
 from gateway.matching import Encoder
-from gateway.node import init_node, open_node
+from gateway.node import Node, init_node, open_node
 from gateway.server import NodeServer
 from gateway.store.db import make_engine, migrate
 from gateway.store.keyring import DataKeyring, Sealed
@@ -304,11 +309,20 @@ def publish(cfg: NodeConfig, bundle: bytes) -> None:
 
 
 @dataclass
+class ReceiverProcess:
+    """The receiving node: ``tongban node serve`` in its own process; ``node`` is this process's
+    handle on the same database (for the untimed checks and the database parts)."""
+
+    node: Node
+    process: subprocess.Popen[str]
+
+
+@dataclass
 class Pair:
-    """Sender and receiver NodeServers; :meth:`exchange` is one timed roster exchange."""
+    """The sender's NodeServer and the receiver's process; :meth:`exchange` is one timed roster exchange."""
 
     sender: NodeServer
-    receiver: NodeServer
+    receiver: ReceiverProcess
     signer: Ed25519Signer
     encryption_key: x25519.X25519PrivateKey
     profiles: Profiles
@@ -436,16 +450,14 @@ def running_pair(
         workers, workers_start_s = started_workers(cfgs[SENDER].roster_workers)
         if workers is not None:
             stack.callback(workers.close)
-        servers: dict[Side, NodeServer] = {}
-        for side in (RECEIVER, SENDER):
-            server = NodeServer(open_node(cfgs[side]), delivery_poll_interval=0.5)
-            server.start()
-            stack.callback(server.stop, 0)
-            servers[side] = server
+        receiver = stack.enter_context(serving_process(cfgs[RECEIVER]))
+        sender = NodeServer(open_node(cfgs[SENDER]), delivery_poll_interval=0.5)
+        sender.start()
+        stack.callback(sender.stop, 0)
         pki_sender = live.node(SENDER)
         yield Pair(
-            servers[SENDER],
-            servers[RECEIVER],
+            sender,
+            receiver,
             pki_sender.signers[0],
             pki_sender.encryption_key,
             load_profiles(),
@@ -454,6 +466,41 @@ def running_pair(
             workers,
             workers_start_s,
         )
+
+
+@contextmanager
+def serving_process(cfg: NodeConfig) -> Iterator[ReceiverProcess]:
+    """``tongban node serve`` for ``cfg`` in a process of its own, ready (its ready line read);
+    stopped (SIGTERM, then SIGKILL) on exit. Its output is drained, never shown."""
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
+        [sys.executable, "-m", "gateway", "node", "serve", "--config", str(cfg.path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    node: Node | None = None
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            line = proc.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                raise RuntimeError("the receiving node did not start")
+            if line.startswith("{") and json.loads(line).get("event") == "ready":
+                break
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe from filling
+        node = open_node(cfg)
+        yield ReceiverProcess(node, proc)
+    finally:
+        if node is not None:
+            node.engine.dispose()
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def started_workers(roster_workers: int) -> tuple[NoticeWorkers | None, float]:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 
 from gateway.domain import idnumber
 from gateway.errors import CryptoError, IdProblem, InputError, InvalidIdNumber, UnknownAlgorithm
-from gateway.exchange.tokens import field_key, id_token, pair_key
+from gateway.exchange.tokens import field_key, id_token, pair_key, stored_id_token
 from gateway.trust.signing import ED25519, X25519_HPKE, PublicKey
 from tests.trustkit import Node, standard_pki
 
@@ -164,6 +164,29 @@ def test_an_invalid_number_gets_no_token(nodes: dict[str, Node], case: str) -> N
     assert info.value.reason is reason
     if raw:
         assert raw not in str(info.value)
+
+
+def test_a_stored_number_has_the_token_id_token_gives(nodes: dict[str, Node]) -> None:
+    k = key(nodes, "cq-liangjiang", "sc-nanbu")
+    for number in (ID, ID_X):  # canonical, as intake stores them
+        assert stored_id_token(k, number) == id_token(k, number)
+
+
+STORED_BAD = {
+    "seventeen_digits": (ID[:17], IdProblem.LENGTH),
+    "lower_case_x": (ID_X.lower(), IdProblem.CHECK_CHARACTER),  # not canonical: intake never stores it
+    "letter_inside": (ID[:5] + "A" + ID[6:], IdProblem.CHARACTER),
+    "wrong_check_character": (ID[:17] + ("0" if ID[17] != "0" else "1"), IdProblem.CHECK_CHARACTER),
+}
+
+
+@pytest.mark.parametrize("case", list(STORED_BAD), ids=list(STORED_BAD))
+def test_a_stored_number_failing_its_check_gets_no_token(nodes: dict[str, Node], case: str) -> None:
+    raw, reason = STORED_BAD[case]
+    with pytest.raises(InvalidIdNumber) as info:
+        stored_id_token(key(nodes, "cq-liangjiang", "sc-nanbu"), raw)
+    assert info.value.reason is reason
+    assert raw not in str(info.value)
 
 
 # --- per-field subkeys ---------------------------------------------------------------------------

@@ -11,9 +11,10 @@ A :class:`DeliveryWorker` runs one *round* per peer at a time:
    ``tenacity`` retries that single attempt a few times within seconds for the envelopes that met
    a connection-level failure (:data:`~gateway.exchange.retry.QUICK`).
 4. **Verify** every receipt (:func:`~gateway.exchange.envelope.verify_receipt`: signed by a valid
-   key of the peer, naming this message id and the digest of exactly the envelope sent) and record,
-   per message, in one transaction: ``delivered`` with the receipt stored beside the row — plus an
-   audit entry ``send`` when the purpose carries personal data — or what
+   key of the peer, naming this message id and the digest of exactly the envelope sent) and record
+   it: the round's receipted messages in one transaction, each ``delivered`` with its receipt
+   stored beside the row — plus an audit entry ``send`` when the purpose carries personal data; for
+   any other outcome, per message, what
    :meth:`~gateway.exchange.retry.RetryPolicy.decide` says: a durable retry time, or a dead letter
    (audited ``send_failed`` for personal purposes, logged as a warning, counted in the metrics).
 
@@ -196,6 +197,7 @@ class DeliveryWorker:
         results = self._send(peer, [data for _, data, _ in ready]) if ready else []
         self.metrics.inc("sent", len(ready))
         now = self._clock()
+        receipted: list[tuple[outbox.Claimed, Receipt]] = []
         for (row, _, digest), result in zip(ready, results, strict=True):
             if isinstance(result, Receipt):
                 try:
@@ -205,9 +207,11 @@ class DeliveryWorker:
                 except TrustError as exc:
                     result = failure(Reason.DIRECTORY_UNUSABLE, exc.code)
                 else:
-                    tally[self._delivered(peer, row, result, now)] += 1
+                    receipted.append((row, result))
                     continue
             tally[self._failed(row, result, now)] += 1
+        if receipted:
+            tally["delivered"] += self._delivered(peer, receipted, now)
         return RoundOutcome(peer, len(claimed), tally["delivered"], tally["retried"], tally["dead"])
 
     def _send(self, peer: str, envelopes: Sequence[bytes]) -> list[Result]:
@@ -252,22 +256,27 @@ class DeliveryWorker:
             now=now,
         )
 
-    def _delivered(self, peer: str, row: outbox.Claimed, receipt: Receipt, now: datetime) -> str:
+    def _delivered(self, peer: str, receipted: Sequence[tuple[outbox.Claimed, Receipt]], now: datetime) -> int:
+        """Record the round's verified receipts and their audit entries in one transaction (one
+        commit per round, not per message: a roster's batches arrive together). If it fails, none
+        is recorded; the leases expire and the resend collects the receivers' stored receipts."""
         with self._engine.begin() as conn:
-            changed = outbox.mark_delivered(conn, row.message_id, receipt.data, now=now)
-            if changed and self._personal(row.purpose):
-                audit.append(
-                    conn,
-                    actor=self.node_id,
-                    action=audit.Action.SEND,
-                    purpose=row.purpose,
-                    reference=row.message_id,
-                    detail=f"to={peer} receipt_sha256={hashlib.sha256(receipt.data).hexdigest()}",
-                    at=now,
-                )
-        self.metrics.inc("delivered")
-        log.info("message %s delivered to %s (attempt %d)", row.message_id, peer, row.attempts)
-        return "delivered"
+            for row, receipt in receipted:
+                changed = outbox.mark_delivered(conn, row.message_id, receipt.data, now=now)
+                if changed and self._personal(row.purpose):
+                    audit.append(
+                        conn,
+                        actor=self.node_id,
+                        action=audit.Action.SEND,
+                        purpose=row.purpose,
+                        reference=row.message_id,
+                        detail=f"to={peer} receipt_sha256={hashlib.sha256(receipt.data).hexdigest()}",
+                        at=now,
+                    )
+        for row, _ in receipted:
+            self.metrics.inc("delivered")
+            log.info("message %s delivered to %s (attempt %d)", row.message_id, peer, row.attempts)
+        return len(receipted)
 
     def _failed(self, row: outbox.Claimed, error: DeliveryFailed, now: datetime) -> str:
         reason_code = _code(error.detail or error.code)

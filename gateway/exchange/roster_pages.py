@@ -75,7 +75,7 @@ from sqlalchemy import Engine
 
 from gateway.errors import GatewayError, InvalidIdNumber
 from gateway.exchange.purposes import PurposeProfile, minimise
-from gateway.exchange.tokens import id_token
+from gateway.exchange.tokens import stored_id_token
 from gateway.matching import Encoder
 from gateway.store.db import make_engine
 from gateway.store.keyring import DataKeyring
@@ -133,7 +133,7 @@ def build_page(job: PageJob, rows: SealedPage, encoder: Encoder) -> BuiltPage:
         token = b""
         if view.id_number:
             try:
-                token = id_token(key, view.id_number)
+                token = stored_id_token(key, view.id_number)
             except InvalidIdNumber:
                 token = b""
         without_token += not token

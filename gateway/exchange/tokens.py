@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.domain import idnumber
 from gateway.domain.period import MonitoringPeriod
-from gateway.errors import CryptoError, InputError, UnknownAlgorithm
+from gateway.errors import CryptoError, IdProblem, InputError, InvalidIdNumber, UnknownAlgorithm
 from gateway.trust.signing import X25519_HPKE, PublicKey
 
 KEY_BYTES = 32
@@ -108,6 +108,23 @@ def id_token(key: bytes, id_number: str) -> bytes:
     """
     _check_key(key)
     number = idnumber.parse(id_number).number
+    return hmac.digest(key, _ID_TOKEN_LABEL + number.encode("ascii"), "sha256")
+
+
+def stored_id_token(key: bytes, number: str) -> bytes:
+    """:func:`id_token` of a number read back from the node's own store.
+
+    Stored numbers were normalised and verified at intake (``RecordView.id_number`` is canonical),
+    and a row that opens is the one the node sealed, so a roster send does not parse each again:
+    it checks the length and the check character (a third of the cost of a full ``parse``) and
+    raises :class:`~gateway.errors.InvalidIdNumber` like :func:`id_token` for a number that fails
+    them — such a child gets no token, never a weak one. Equal to :func:`id_token` otherwise.
+    """
+    _check_key(key)
+    if len(number) != 18:
+        raise InvalidIdNumber(IdProblem.LENGTH)
+    if idnumber.check_character(number[:17]) != number[17]:
+        raise InvalidIdNumber(IdProblem.CHECK_CHARACTER)
     return hmac.digest(key, _ID_TOKEN_LABEL + number.encode("ascii"), "sha256")
 
 

@@ -57,7 +57,9 @@ child_records = Table(
     Column("source_row", Integer, nullable=True),
     Column("imported_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("period", "id_index"),
-    Index(None, "period", "kind"),
+    # A roster's keyset pages: one registration division's children of one kind in record-id
+    # order (migration 0010; it also serves every (period, kind) query).
+    Index(None, "period", "kind", "registration_division", "record_id"),
     Index(None, "period", "registration_division"),
     Index(None, "period", "residence_division"),
 )
