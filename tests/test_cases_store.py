@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from gateway.cases import lifecycle as lc
 from gateway.cases.codec import CaseFile
@@ -91,6 +91,43 @@ def test_refusals(store: CaseStore) -> None:
         conn.execute(update(cases).where(cases.c.case_id == other.case_id).values(application_sealed=sealed))
     with pytest.raises(DecryptionFailed):  # a ciphertext moved to another row does not open
         store.load(other.case_id)
+
+
+@pytest.mark.parametrize("given_connection", [False, True], ids=["own_connection", "callers_connection"])
+def test_a_step_appended_while_a_case_is_read_is_not_taken_for_tampering(
+    store: CaseStore, given_connection: bool
+) -> None:
+    # The node applies a received message (a step and the row's new status, one transaction) just
+    # after a reader has read the case row and before it reads the events: the two reads disagree
+    # once, the reread sees both, and the reader gets the newer case — not RowTampered.
+    file = new_file()
+    state, steps = steps_of(lc.new_state(file.case), [(lc.Role.RESIDENCE_STAFF, lc.Accept(), NOW)])
+    with store.engine.begin() as conn:
+        store.create(conn, file, Side.RESIDENCE, now=NOW)
+        store.append(conn, state, steps)
+    pushed, push = steps_of(state, [(lc.Role.RESIDENCE_NODE, lc.Push(), NOW + timedelta(seconds=1))])
+    writer = make_engine(str(store.engine.url.render_as_string(hide_password=False)))
+    armed = [True]
+
+    def between_the_reads(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if armed[0] and "FROM case_events" in statement:
+            armed[0] = False
+            with writer.begin() as other:
+                store.append(other, pushed, push)
+
+    event.listen(store.engine, "before_cursor_execute", between_the_reads)
+    try:
+        if given_connection:
+            with store.engine.connect() as conn:
+                loaded = store.load(file.case_id, conn)
+        else:
+            loaded = store.load(file.case_id)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", between_the_reads)
+        writer.dispose()
+    assert not armed[0]  # the step did land between the two reads
+    assert loaded.state.status is lc.Status.PUSHED
+    assert [s.action.kind for s in loaded.steps] == [lc.ActionKind.ACCEPT, lc.ActionKind.PUSH]
 
 
 def test_alerts_are_recorded_once(store: CaseStore) -> None:

@@ -39,6 +39,9 @@ _CHILD_INDEX_PURPOSE = b"cases.child_id_number"
 OPEN_STATUSES = frozenset(s for s in lc.Status if s not in (lc.Status.CLOSED, lc.Status.WITHDRAWN))
 
 
+_LOAD_ATTEMPTS = 3  # reads of a case whose row and history disagree before RowTampered (see load)
+
+
 class Side(StrEnum):
     RESIDENCE = "residence"  # this node accepted the case (居住地)
     REGISTRATION = "registration"  # this node decides it (户籍地)
@@ -360,14 +363,32 @@ class CaseStore:
         return [self._case_row(r) for r in rows]
 
     def load(self, case_id: str, conn: Connection | None = None) -> StoredCase:
-        """The case with its file opened and its history replayed (``CaseNotFound``)."""
-        if conn is None:
+        """The case with its file opened and its history replayed (``CaseNotFound``), on ``conn``
+        or a connection of its own.
+
+        The case row and its events are read by two statements, which need not see one snapshot
+        (SQLite reads outside a write transaction, PostgreSQL READ COMMITTED): a step appended
+        between them — the node applying a received case message while a command, the county API
+        or the web inbox reads the case — makes the row look older than its history. So a
+        disagreement is read again, and only one that persists (an index column edited behind the
+        node's back) is ``RowTampered``. In a snapshot the reread sees the same rows, so a real
+        disagreement is still refused."""
+        if conn is not None:
+            return self._load_agreeing(conn, case_id)
+        try:
+            with self.engine.connect() as own:
+                return self._load_agreeing(own, case_id)
+        except SQLAlchemyError as exc:
+            raise _db(exc) from None
+
+    def _load_agreeing(self, conn: Connection, case_id: str) -> StoredCase:
+        for attempt in range(1, _LOAD_ATTEMPTS + 1):
             try:
-                with self.engine.connect() as own:
-                    return self._load(own, case_id)
-            except SQLAlchemyError as exc:
-                raise _db(exc) from None
-        return self._load(conn, case_id)
+                return self._load(conn, case_id)
+            except RowTampered:
+                if attempt == _LOAD_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _load(self, conn: Connection, case_id: str) -> StoredCase:
         r = conn.execute(select(cases).where(cases.c.case_id == case_id)).first()
