@@ -10,21 +10,26 @@
             print(item.case_id, item.status, item.due, "OVERDUE" if item.overdue else "")
 
     # A node in mutual-TLS mode ([county] tls = true), with a certificate from `tongban county cert issue`:
-    with CountyClient("127.0.0.1:7302", certificate=ClientCertificate.load("/etc/county-api")) as county:
-        ...
+    with CountyClient("node.county.example:7302", certificate=ClientCertificate.load("/etc/county-api")) as county:
+        opened = county.open_case(draft, {"d1": scan})   # a case officer opens a case (受理)
 
-**Deadlines and retries.** Every call has a deadline (``timeout`` seconds; ``submit_roster`` may be
-given a longer one). The reads — every call but ``submit_roster`` and the case actions — are
-idempotent: answered ``UNAVAILABLE`` (the node restarting, its database briefly away) or
-``DEADLINE_EXCEEDED`` (a slow answer), they are retried with exponential back-off, at most
-``attempts`` times in all (:func:`retryable` is the rule). ``submit_roster`` and the case actions
-are **never** retried: a roster stream that failed stored nothing (and a repeated record is refused
+**Deadlines and retries.** Every call has a deadline (``timeout`` seconds; ``submit_roster``,
+``open_case`` and ``resubmit`` may be given a longer one for large uploads). The reads — every call
+but ``submit_roster`` and the case actions — are idempotent, and so is ``open_case``: it sends a
+request id (made once per call, or given) and the node answers a repeated one with the case it
+opened (``replayed``), never a second case. Answered ``UNAVAILABLE`` (the node restarting, its
+database briefly away) or ``DEADLINE_EXCEEDED`` (a slow answer), these are retried with exponential
+back-off, at most ``attempts`` times in all (:func:`retryable` is the rule). ``submit_roster`` and
+the other case actions (``resubmit``, ``transfer`` and the ``CaseAction`` ones) are **never**
+retried: a roster stream that failed stored nothing (and a repeated record is refused
 ``ALREADY_EXISTS``), and an action that timed out may have been taken — read the case before acting
 again. Every other status is final and raised as the ``grpc.RpcError`` it is — in particular
 ``UNAUTHENTICATED`` (no, an unknown or a revoked token or certificate), ``PERMISSION_DENIED`` (the
-role may not make the call; the node audits it), ``INVALID_ARGUMENT``, ``NOT_FOUND`` (also for a case
-outside the caller's division scope) and ``FAILED_PRECONDITION`` (the case's state, side or custody
-does not allow the action, or the node cannot act on cases).
+role may not make the call; the node audits it), ``INVALID_ARGUMENT`` (also an invalid application:
+ID number, case type, division, a document too large), ``NOT_FOUND`` (also for a case outside the
+caller's division scope), ``ALREADY_EXISTS`` (a request id used before for another application) and
+``FAILED_PRECONDITION`` (the case's state, side or custody does not allow the action, a document's
+bytes do not match its reference or are missing, or the node cannot act on cases).
 
 **Credentials.** A token travels as ``authorization: Bearer <token>`` metadata over the plaintext
 loopback listener (the default) and is never logged or put in an error by this client. A
@@ -35,7 +40,9 @@ dialled; a token may be sent as well (its role then applies).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -47,11 +54,22 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from tongban.v1 import common_pb2, county_pb2, county_pb2_grpc
 
 from gateway.cases import lifecycle as lc
-from gateway.cases.service import InboxItem
-from gateway.cases.types import EvidenceKind
+from gateway.cases.service import TRANSFER_REASON, Draft, InboxItem
+from gateway.cases.types import EvidenceDocument, EvidenceKind
 from gateway.county import certs
 from gateway.county import wire as cw
-from gateway.county.views import CaseActionKind, CaseCommand, CaseDetail, CustodySummary, MatchLine
+from gateway.county.views import (
+    CaseActionKind,
+    CaseCommand,
+    CaseDetail,
+    CaseOpening,
+    CustodySummary,
+    MatchLine,
+    OpenedCase,
+    Resubmission,
+    TransferOrder,
+    chunks,
+)
 from gateway.county.wire import AuditLine, DeadLetter, RosterOutcome
 from gateway.domain.records import ChildRecord
 from gateway.errors import KeyFileError
@@ -67,6 +85,12 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 def retryable(exc: BaseException) -> bool:
     """Whether a failed *idempotent* call is tried again (see the module docstring)."""
     return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE
+
+
+def evidence_document(document_id: str, kind: EvidenceKind, data: bytes) -> EvidenceDocument:
+    """The reference to a document's bytes an application lists (its SHA-256 and size computed here,
+    as ``tongban case accept`` computes them from the files)."""
+    return EvidenceDocument(document_id, kind, hashlib.sha256(data).hexdigest(), len(data))
 
 
 @dataclass(frozen=True)
@@ -247,6 +271,61 @@ class CountyClient:
 
     def withdraw(self, case_id: str) -> lc.Status:
         return self.case_action(CaseCommand(case_id, CaseActionKind.WITHDRAW))
+
+    # --- opening, resubmitting, transferring ------------------------------------------------------
+
+    def open_case(
+        self,
+        draft: Draft,
+        documents: Mapping[str, bytes],
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> OpenedCase:
+        """Open a case (受理, role ``case_officer``) and have the node push it to the registration
+        node, as ``tongban case accept``: ``draft`` is the application (its evidence references made
+        with :func:`evidence_document`), ``documents`` each referenced document's bytes by document
+        id, streamed in chunks. Retried on ``UNAVAILABLE`` and ``DEADLINE_EXCEEDED`` with the same
+        ``request_id`` (default: a fresh UUID for this call), so the node opens the case once; pass
+        your own request id, kept with the application, to be safe across restarts of your system
+        too. A request id is the caller's own: with another token or certificate it opens another
+        case. ``timeout`` (default: the client's) covers each attempt's whole stream."""
+        opening = CaseOpening(request_id or str(uuid.uuid4()), draft)
+        upload = [(d, documents[d.document_id]) for d in draft.application.evidence if d.document_id in documents]
+
+        def requests() -> Iterator[county_pb2.OpenCaseRequest]:
+            yield cw.opening_to_wire(opening)
+            for document_id, data in chunks(upload):
+                yield county_pb2.OpenCaseRequest(chunk=cw.chunk_to_wire(document_id, data))
+
+        reply = self._call(
+            lambda: self._stub.OpenCase(requests(), timeout=timeout or self._timeout, metadata=self._metadata)
+        )
+        return cw.opened_from_wire(reply)
+
+    def resubmit(
+        self, case_id: str, documents: Sequence[tuple[EvidenceDocument, bytes]], *, timeout: float | None = None
+    ) -> lc.Status:
+        """Send the requested material (补正, role ``case_officer``), as ``tongban case resubmit``:
+        each document's reference (:func:`evidence_document`) and bytes. Never retried (a second
+        resubmission is refused ``FAILED_PRECONDITION``; read the case with :meth:`get_case`)."""
+        header = cw.resubmission_to_wire(Resubmission(case_id, tuple(d for d, _ in documents)))
+
+        def requests() -> Iterator[county_pb2.ResubmitCaseRequest]:
+            yield header
+            for document_id, data in chunks(documents):
+                yield county_pb2.ResubmitCaseRequest(chunk=cw.chunk_to_wire(document_id, data))
+
+        reply = self._stub.ResubmitCase(requests(), timeout=timeout or self._timeout, metadata=self._metadata)
+        return cw.case_state_from_wire(reply)
+
+    def transfer(self, case_id: str, to_division: str, *, reason: str = TRANSFER_REASON) -> lc.Status:
+        """转办 (role ``registration_staff``): the child's 户籍 moved to ``to_division``; the node
+        hands the case to the node serving it, as ``tongban case transfer``. Never retried (read the
+        case with :meth:`get_case` after a timeout)."""
+        request = cw.transfer_to_wire(TransferOrder(case_id, to_division, reason))
+        reply = self._stub.TransferCase(request, timeout=self._timeout, metadata=self._metadata)
+        return cw.case_state_from_wire(reply)
 
     def close(self) -> None:
         self._channel.close()

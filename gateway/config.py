@@ -64,9 +64,10 @@ longest prefix covering its division; with none, the alert stays local (optional
 
 ``[county] listen`` is where the county API (``tongban.v1.County``: county systems, staff and operators
 calling their own node with an API token, see :mod:`gateway.county`) listens. It is a listener of its
-own because the node-to-node port admits only directory nodes over mutual TLS; it is plaintext and
-therefore loopback only (the node refuses to start otherwise). The default ``127.0.0.1:0`` takes any
-free port, printed in the node's ready line; set a fixed one for county systems to dial::
+own because the node-to-node port admits only directory nodes over mutual TLS; by default it is
+plaintext and therefore loopback only (the node refuses to start otherwise). The default
+``127.0.0.1:0`` takes any free port, printed in the node's ready line; set a fixed one for county
+systems to dial::
 
     [county]
     listen = "127.0.0.1:7302"
@@ -74,7 +75,8 @@ free port, printed in the node's ready line; set a fixed one for county systems 
 ``[county] tls = true`` makes that listener mutual TLS with the node's own county CA (created under
 the data directory on first use, separate from the directory's CAs): every caller presents a client
 certificate the node issued (``tongban county cert issue``), revocable like a token (see
-:mod:`gateway.county.certs`). It stays loopback only.
+:mod:`gateway.county.certs`). Then it may listen beyond loopback (``listen = "0.0.0.0:7302"``), for
+county systems on other hosts of the county's network.
 
 ``[web] listen`` is where the web inbox for county staff (:mod:`gateway.web`) listens; empty (the
 default) serves none. Plain HTTP, so loopback only: staff reach it through the county's HTTPS reverse

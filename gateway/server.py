@@ -26,8 +26,9 @@ Two modes, chosen by :attr:`NodeConfig.enrolled` (a TLS certificate and a pinned
   never faces a network.
 
 The county API (``tongban.v1.County``, :mod:`gateway.county`) is served on a listener of its own,
-``[county] listen`` (loopback only, plaintext): county systems and staff authenticate with API tokens
-and every call is checked against the permission table by
+``[county] listen`` (plaintext and loopback only; or mutual TLS with the node's county CA,
+``[county] tls = true``, on any address): county systems and staff authenticate with API tokens or
+client certificates and every call is checked against the permission table by
 :class:`~gateway.county.servicer.CountyAuthInterceptor`. The node-to-node port does not serve it: a
 directory node's certificate is no county credential, and a token is never sent to a peer port.
 
@@ -68,7 +69,7 @@ from gateway.cases.lifecycle import china_date
 from gateway.cases.service import CaseService
 from gateway.cases.wiring import CaseParts
 from gateway.config import NodeConfig
-from gateway.county.servicer import county_server
+from gateway.county.servicer import check_county_listen, county_server
 from gateway.custody.service import PURPOSE as CUSTODY_PURPOSE
 from gateway.custody.service import CustodyService, custody_status_for
 from gateway.errors import ConfigError, ExchangeError, GatewayError, InputError
@@ -297,7 +298,8 @@ class NodeServer:
 
     ``trust`` replaces the store opened from the configuration (tests use it to inject a clock).
     Raises, before anything listens: ``ConfigError`` (plaintext on a non-loopback address — the
-    county API's ``[county] listen`` always is — or an address that cannot be bound); for an
+    county API's ``[county] listen`` is, unless ``[county] tls`` — or an address that cannot be
+    bound); for an
     enrolled node also ``KeyFileError`` / ``CertificateInvalid``
     (TLS key or certificate unusable, or naming another node) and ``DirectoryUnavailable`` /
     ``DocumentExpired`` (no usable directory: refusing to serve rather than serve blind), and
@@ -322,7 +324,7 @@ class NodeServer:
         relay_store: RelayStore | None = None,
     ) -> None:
         cfg = node.config
-        require_loopback(cfg.county_listen, setting="county.listen")  # before anything listens
+        check_county_listen(cfg)  # before anything listens
         self.node = node
         self.tls = cfg.enrolled
         self.trust: TrustStore | None = None

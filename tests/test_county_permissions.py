@@ -47,6 +47,7 @@ from gateway.server import NodeServer
 from gateway.store.schema import county_tokens
 from gateway.trust.keyfile import ENV_PASSPHRASE
 from tests.conftest import SessionLog
+from tests.test_cases_service import FILES, orphan_draft
 
 TIMEOUT = 5.0
 A, D = True, False  # allow, deny
@@ -62,6 +63,9 @@ EXPECTED: dict[str, tuple[bool, bool, bool, bool, bool]] = {
     "GetCase": (D, A, A, D, A),
     "CaseAction": (D, A, A, D, D),
     "GetCustody": (D, A, A, D, A),
+    "OpenCase": (D, A, D, D, D),
+    "ResubmitCase": (D, A, D, D, D),
+    "TransferCase": (D, D, A, D, D),
 }
 ROLES = tuple(Role)
 SCOPES = {Role.PROVINCIAL_OPERATOR: "50"}
@@ -72,11 +76,25 @@ ALLOWED_ANSWER: dict[str, grpc.StatusCode] = {
     "GetCase": grpc.StatusCode.FAILED_PRECONDITION,
     "CaseAction": grpc.StatusCode.FAILED_PRECONDITION,
     "GetCustody": grpc.StatusCode.FAILED_PRECONDITION,
+    "OpenCase": grpc.StatusCode.FAILED_PRECONDITION,
+    "ResubmitCase": grpc.StatusCode.FAILED_PRECONDITION,
+    "TransferCase": grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
 def _roster() -> Iterator[county_pb2.SubmitRosterRequest]:
     yield county_pb2.SubmitRosterRequest(header=county_pb2.RosterHeader(period="2026Q3"))
+
+
+def _open_case() -> Iterator[county_pb2.OpenCaseRequest]:
+    application = county_pb2.OpenCaseApplication(request_id=A_CASE, case_type="orphan", registration_division="511321")
+    yield county_pb2.OpenCaseRequest(application=application)
+
+
+def _resubmit_case() -> Iterator[county_pb2.ResubmitCaseRequest]:
+    document = county_pb2.DocumentRef(document_id="d1", kind="household_register", size=1, sha256="ab" * 32)
+    yield county_pb2.ResubmitCaseRequest(header=county_pb2.ResubmitHeader(case_id=A_CASE, documents=[document]))
+    yield county_pb2.ResubmitCaseRequest(chunk=county_pb2.DocumentChunk(document_id="d1", data=b"x"))
 
 
 def _case_action(role: Role) -> county_pb2.CaseActionRequest:
@@ -106,6 +124,11 @@ INVOKE: dict[str, Invoke] = {
     "CaseAction": lambda s, md, r: s.CaseAction(_case_action(r), timeout=TIMEOUT, metadata=md),
     "GetCustody": lambda s, md, r: s.GetCustody(
         county_pb2.GetCustodyRequest(case_id=A_CASE), timeout=TIMEOUT, metadata=md
+    ),
+    "OpenCase": lambda s, md, r: s.OpenCase(_open_case(), timeout=TIMEOUT, metadata=md),
+    "ResubmitCase": lambda s, md, r: s.ResubmitCase(_resubmit_case(), timeout=TIMEOUT, metadata=md),
+    "TransferCase": lambda s, md, r: s.TransferCase(
+        county_pb2.TransferCaseRequest(case_id=A_CASE, to_division="500109"), timeout=TIMEOUT, metadata=md
     ),
 }
 
@@ -316,7 +339,8 @@ def test_revoking_an_unknown_or_malformed_id_is_an_error(county: County) -> None
         auth.revoke(county.server.node.engine, "tbc1_whatever")
 
 
-def test_the_county_listener_is_loopback_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_plaintext_county_listener_is_loopback_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token travels in clear on the plaintext listener; with `[county] tls` see tests/test_county_tls.py."""
     init_node(tmp_path / "n", node_id="cq-liangjiang", division="500157", listen="127.0.0.1:0")
     monkeypatch.setenv("TONGBAN_COUNTY_LISTEN", "0.0.0.0:7302")
     node = open_node(config_mod.load(tmp_path / "n" / "node.toml"))
@@ -340,6 +364,12 @@ def test_the_client_makes_every_call(county: County) -> None:
         assert refused(lambda: c.list_findings("2026-13")).code() == grpc.StatusCode.INVALID_ARGUMENT
     with CountyClient(county.server.county_address, county.tokens[Role.REGISTRATION_STAFF], timeout=TIMEOUT) as c:
         assert c.case_inbox(include_closed=True) == []
+        unavailable = refused(lambda: c.transfer(A_CASE, "500109"))
+        assert (unavailable.details() or "").startswith("cases_unavailable: ")  # this node is not enrolled
+    with CountyClient(county.server.county_address, county.tokens[Role.CASE_OFFICER], timeout=TIMEOUT) as c:
+        assert refused(lambda: c.resubmit(A_CASE, [])).code() == grpc.StatusCode.FAILED_PRECONDITION
+        draft = orphan_draft(1, FILES)
+        assert refused(lambda: c.open_case(draft, FILES)).code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_the_client_retries_unavailable_only_and_gives_up(county: County) -> None:

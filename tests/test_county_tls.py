@@ -5,7 +5,8 @@ county CA (created on first use). A certificate it issued (``tongban county cert
 the role of its record in the node's database; a revoked one is refused and audited; a certificate
 of another node's county CA, a node certificate of the trust directory, and a certificate signed by
 this CA but never recorded are refused — at the handshake (nothing but this node's county CA is
-trusted) or by the interceptor (the record). The plaintext listener stays the default.
+trusted) or by the interceptor (the record). The plaintext listener stays the default, and stays on
+loopback; the TLS listener may listen on any address.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from tongban.v1 import common_pb2, county_pb2_grpc
 
 from gateway import audit
 from gateway import config as config_mod
+from gateway.cases.types import EvidenceKind
 from gateway.cli import main
-from gateway.client import ClientCertificate, CountyClient, retryable
+from gateway.client import ClientCertificate, CountyClient, evidence_document, retryable
 from gateway.county import auth, certs
 from gateway.county.permissions import Role
 from gateway.errors import CertificateInvalid, ClientCertificateInvalid, ConfigError, InputError, RecordNotFound
@@ -33,6 +35,7 @@ from gateway.node import init_node, open_node
 from gateway.server import NodeServer
 from gateway.store.schema import county_certs
 from gateway.trust.store import utc_now
+from tests.test_cases_service import FILES, orphan_draft
 from tests.test_mtls import LivePki
 
 TIMEOUT = 5.0
@@ -58,10 +61,11 @@ class TlsNode:
         return cert_id, ClientCertificate.load(out)
 
 
-def _tls_node(base: Path, node_id: str, division: str) -> TlsNode:
+def _tls_node(base: Path, node_id: str, division: str, *, listen: str = "127.0.0.1:0") -> TlsNode:
     init_node(base, node_id=node_id, division=division, listen="127.0.0.1:0")
     cfg_path = base / "node.toml"
-    cfg_path.write_text(cfg_path.read_text(encoding="utf-8") + "\n[county]\ntls = true\n", encoding="utf-8")
+    county = f'\n[county]\ntls = true\nlisten = "{listen}"\n'
+    cfg_path.write_text(cfg_path.read_text(encoding="utf-8") + county, encoding="utf-8")
     server = NodeServer(open_node(config_mod.load(cfg_path)))
     server.start()
     return TlsNode(server, base)
@@ -251,6 +255,37 @@ def test_plaintext_stays_the_default(tmp_path: Path) -> None:
         server.stop(grace=0)
 
 
+def test_with_client_certificates_the_county_listener_may_listen_beyond_loopback(tmp_path: Path) -> None:
+    node = _tls_node(tmp_path / "lj", "cq-liangjiang", "500157", listen="0.0.0.0:0")
+    try:
+        host, _, port = node.server.county_address.rpartition(":")
+        assert host == "0.0.0.0"  # noqa: S104 - listening beyond loopback is what is tested
+        _, bundle = node.issue(tmp_path / "ops", Role.NODE_OPERATOR)
+        with CountyClient(f"127.0.0.1:{port}", certificate=bundle, timeout=TIMEOUT) as c:
+            assert c.node_info().node_id == "cq-liangjiang"
+        # Without a certificate of this node's county CA nothing gets through, whatever the address.
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            plain = refused(lambda: county_pb2_grpc.CountyStub(ch).GetNodeInfo(common_pb2.NodeInfoRequest(), timeout=2))
+        assert plain.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        node.server.stop(grace=0)
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "192.0.2.10:7302", "[::]:0"])
+def test_a_plaintext_county_listener_beyond_loopback_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listen: str
+) -> None:
+    init_node(tmp_path / "n", node_id="cq-liangjiang", division="500157", listen="127.0.0.1:0")
+    monkeypatch.setenv("TONGBAN_COUNTY_LISTEN", listen)
+    monkeypatch.setenv("TONGBAN_COUNTY_TLS", "false")
+    node = open_node(config_mod.load(tmp_path / "n" / "node.toml"))
+    try:
+        with pytest.raises(ConfigError, match=r"county\.listen"):
+            NodeServer(node)
+    finally:
+        node.engine.dispose()
+
+
 @pytest.mark.parametrize(
     ("code", "retried"),
     [
@@ -280,13 +315,18 @@ def test_reads_are_retried_on_a_deadline_but_rosters_and_case_actions_never() ->
             return grpc.StatusCode.DEADLINE_EXCEEDED
 
     calls: list[str] = []
+    request_ids: list[str] = []
 
     class Stub:
         def __getattr__(self, name: str) -> object:
             def call(request: object, **kwargs: object) -> object:
                 assert kwargs["timeout"] == 0.5, "every call carries the client's deadline"
-                if name == "SubmitRoster":
+                if name in ("SubmitRoster", "ResubmitCase"):
                     list(request)  # type: ignore[call-overload]  # the stream is consumed once
+                if name == "OpenCase":
+                    sent = list(request)  # type: ignore[call-overload]  # each attempt sends the whole stream
+                    request_ids.append(sent[0].application.request_id)
+                    assert len(sent) == 1 + len(FILES)
                 calls.append(name)
                 raise Slow()
 
@@ -299,10 +339,21 @@ def test_reads_are_retried_on_a_deadline_but_rosters_and_case_actions_never() ->
             calls.clear()
             assert refused(read).code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert len(calls) == 3, calls
-        for write in (lambda: c.first_review(case), lambda: c.close_case(case), lambda: c.submit_roster("2026Q3", [])):
+        for write in (
+            lambda: c.first_review(case),
+            lambda: c.close_case(case),
+            lambda: c.submit_roster("2026Q3", []),
+            lambda: c.resubmit(case, [(evidence_document("r", EvidenceKind.OTHER, b"r"), b"r")]),
+            lambda: c.transfer(case, "500109"),
+        ):
             calls.clear()
             assert refused(write).code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert len(calls) == 1, calls
+        # Opening a case is idempotent by its request id: retried, with the same request id each time.
+        calls.clear()
+        assert refused(lambda: c.open_case(orphan_draft(1, FILES), FILES)).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert calls == ["OpenCase"] * 3
+        assert len(set(request_ids)) == 1
     with pytest.raises(ValueError, match="token"):
         CountyClient("127.0.0.1:1")
 

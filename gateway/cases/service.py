@@ -42,6 +42,12 @@ histories and compute identical clocks (:func:`gateway.cases.clock.due_dates`).
 transaction: :meth:`CustodyHook.check_may_act` before this node takes an action on a case (raise to
 refuse: the node does not hold it), :meth:`CustodyHook.after_steps` after any steps are appended
 (own or the peer's), with the peer node.
+
+**Recorder seam.** ``recorder`` (optional, :data:`ActionRecorder`) is called last inside the
+transaction of every action this service takes (:meth:`accept` and the actions after it, not
+:meth:`sync`) with the case id and its state after the action: a caller that acts for someone —
+the county API — writes its audit entry there, so the entry exists if and only if the action was
+committed; raising rolls the action back.
 """
 
 from __future__ import annotations
@@ -130,6 +136,10 @@ class CustodyHook(Protocol):
     def check_may_act(self, conn: Connection, case_id: str, action: lc.ActionKind) -> None: ...
 
     def after_steps(self, conn: Connection, case_id: str, steps: Sequence[Step], peer: str) -> None: ...
+
+
+#: See "Recorder seam" in the module docstring: ``(conn, case_id, state_after_the_action)``.
+ActionRecorder = Callable[[Connection, str, lc.CaseState], None]
 
 
 class _NotYet(Exception):
@@ -227,6 +237,7 @@ class CaseService:
         custody: CustodyHook | None = None,
         wall_clock: Callable[[], datetime] = utc_now,
         supervisors: Mapping[str, str] | None = None,
+        recorder: ActionRecorder | None = None,
     ) -> None:
         self.node_id = node_id
         self.division = division
@@ -242,6 +253,7 @@ class CaseService:
         # present, whatever time an action is dated (tests date actions on fixed days; nodes now).
         self._wall_clock = wall_clock
         self.supervisors = dict(supervisors or {})
+        self._recorder = recorder
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -366,6 +378,8 @@ class CaseService:
                     after(conn, stored, state)
                 if self.custody is not None:
                     self.custody.after_steps(conn, case_id, steps, peer)
+                if self._recorder is not None:
+                    self._recorder(conn, case_id, state)
         except SQLAlchemyError as exc:
             raise StorageError(type(exc).__name__) from None
         log.info("case %s: %s (now %s)", case_id, "+".join(a.kind.value for _, a in actions), state.status.value)
@@ -389,8 +403,13 @@ class CaseService:
 
     # --- residence side ---------------------------------------------------------------------------
 
-    def accept(self, draft: Draft, documents: Mapping[str, bytes], now: datetime) -> str:
+    def accept(self, draft: Draft, documents: Mapping[str, bytes], now: datetime, *, case_id: str | None = None) -> str:
         """Accept (受理) an application and push it to the registration node; return the case id.
+
+        ``case_id`` (default: a fresh :func:`~gateway.cases.types.new_case_id`) lets a caller that
+        retries — the county API, deriving it from the client's request id — open the case under an
+        id it can recognise: a second acceptance under an existing id is ``DuplicateRecord`` and
+        stores nothing.
 
         Checked first, nothing stored on failure: the registration division resolves to a current
         code (:func:`~gateway.cases.lifecycle.route_registration`, following successor links) that an
@@ -410,7 +429,7 @@ class CaseService:
                 raise AttachmentRefused(f"document {document.document_id}: no bytes given")
             _check_bytes(document, data)
         case = Case(
-            case_id=new_case_id(),
+            case_id=case_id or new_case_id(),
             application=draft.application,
             accepting_node=self.node_id,
             accepting_division=self.division,
@@ -436,6 +455,8 @@ class CaseService:
                     self._send_chunks(conn, case.case_id, document, data, peer, now)
                 if self.custody is not None:
                     self.custody.after_steps(conn, case.case_id, steps, peer)
+                if self._recorder is not None:
+                    self._recorder(conn, case.case_id, state)
         except SQLAlchemyError as exc:
             raise StorageError(type(exc).__name__) from None
         log.info("case %s accepted and pushed to %s (%d documents)", case.case_id, peer, len(evidence))
@@ -917,6 +938,7 @@ def _check_bytes(document: EvidenceDocument, data: bytes) -> None:
 
 
 __all__ = [
+    "ActionRecorder",
     "Alert",
     "CaseService",
     "CaseView",

@@ -16,7 +16,7 @@ from datetime import datetime
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from gateway.cases.custody_hook import CaseCustody
-from gateway.cases.service import CaseService
+from gateway.cases.service import ActionRecorder, CaseService
 from gateway.cases.store import CaseStore
 from gateway.errors import KeyFileError
 from gateway.exchange.purposes import Profiles
@@ -69,8 +69,9 @@ class CaseParts:
         """Whether :meth:`service` can be built (the node has its encryption key)."""
         return self.encryption_key is not None
 
-    def service(self) -> CaseService:
-        """A case service over a fresh directory snapshot (``KeyFileError`` without an encryption key)."""
+    def service(self, *, recorder: ActionRecorder | None = None) -> CaseService:
+        """A case service over a fresh directory snapshot (``KeyFileError`` without an encryption key);
+        ``recorder``: see :class:`~gateway.cases.service.CaseService` (the county API's audit entries)."""
         if self.encryption_key is None:
             raise KeyFileError("this node has no encryption key: it cannot open case payloads")
         cfg = self.node.config
@@ -86,4 +87,5 @@ class CaseParts:
             custody=self.custody,
             wall_clock=self.clock,
             supervisors=cfg.case_supervisors,
+            recorder=recorder,
         )

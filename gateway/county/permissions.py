@@ -40,6 +40,9 @@ CALLS: tuple[str, ...] = (
     "GetCase",
     "CaseAction",
     "GetCustody",
+    "OpenCase",
+    "ResubmitCase",
+    "TransferCase",
 )
 _VERDICTS = {"allow": True, "deny": False}
 
@@ -129,7 +132,10 @@ def render_markdown(p: Permissions) -> str:
         "oversight view without documents, local references or reasons. Within `CaseAction`, the",
         "registration place's actions (request material, first review, approve, reject, return) are",
         "`registration_staff`'s and the accepting place's (notify the applicant, close, withdraw)",
-        "`case_officer`'s; another role is refused `PERMISSION_DENIED` and audited.",
+        "`case_officer`'s; another role is refused `PERMISSION_DENIED` and audited. Likewise the calls",
+        "that carry documents or move a case follow the case lifecycle's actor: the accepting place opens",
+        "and resubmits (`OpenCase`, `ResubmitCase`: `case_officer`), the registration place transfers",
+        "(`TransferCase`: `registration_staff`).",
         "",
         "## Roles",
         "",

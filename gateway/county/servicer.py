@@ -19,17 +19,22 @@
    written and the call is refused ``PERMISSION_DENIED``.
 
 So every refused call leaves an audit entry — and so does a ``CaseAction`` whose role may not take
-that action (:data:`gateway.county.views.ACTION_ROLES`; detail ``role=… action=…``).
+that action (:data:`gateway.county.views.ACTION_ROLES`; detail ``role=… action=…``). Every case
+action taken — ``OpenCase``, ``ResubmitCase``, ``TransferCase``, ``CaseAction`` — is recorded as
+``county_case_action`` (actor: the caller's id; reference: the case; detail ``action=… state=…``)
+**in the action's own transaction**, through the case service's recorder seam
+(:data:`gateway.cases.service.ActionRecorder`): the entry exists if and only if the action was
+committed.
 
 An admitted call runs in a copy of the context where :func:`current_caller` returns its caller
 (:class:`~gateway.county.auth.Caller`). :class:`CountyServicer` is thin: each call delegates to the
 service function the CLI uses — ``reconcile.store.load`` (findings and matches),
 ``cases.service.inbox``, ``outbox.list_messages``, ``audit.tail``, ``roster.intake`` (``tongban roster
-import``), ``CaseService.show`` and its actions through :class:`~gateway.cases.wiring.CaseParts`
-(``tongban case``), ``CustodyService.view`` (``tongban custody show``) —, applies the caller's
-division scope (:mod:`gateway.county.views`), converts with :mod:`gateway.county.wire`, and maps
-errors once with :func:`status_for` (the :data:`STATUS` table) to a status and a public message that
-never carries a detail.
+import``), ``CaseService.show``, ``accept``, ``resubmit``, ``transfer`` and the other actions through
+:class:`~gateway.cases.wiring.CaseParts` (``tongban case``), ``CustodyService.view`` (``tongban custody
+show``) —, applies the caller's division scope (:mod:`gateway.county.views`), converts with
+:mod:`gateway.county.wire`, and maps errors once with :func:`status_for` (the :data:`STATUS` table)
+to a status and a public message that never carries a detail.
 """
 
 from __future__ import annotations
@@ -37,14 +42,14 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from datetime import datetime
 from typing import Any, NoReturn, cast
 
 import grpc
 from cryptography import x509
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from tongban.v1 import common_pb2, county_pb2, county_pb2_grpc
 
@@ -52,9 +57,12 @@ from gateway import audit
 from gateway.cases import lifecycle as lc
 from gateway.cases.clock import WorkCalendar
 from gateway.cases.lifecycle import china_date
-from gateway.cases.service import CaseService, inbox
+from gateway.cases.service import ActionRecorder, CaseService, inbox
 from gateway.cases.store import CaseStore
+from gateway.cases.store import Side as CaseSide
+from gateway.cases.types import EvidenceDocument
 from gateway.cases.wiring import CaseParts
+from gateway.config import NodeConfig
 from gateway.county import auth, certs
 from gateway.county import views as cv
 from gateway.county import wire as cw
@@ -107,6 +115,7 @@ PURPOSE = auth.PURPOSE
 DEFAULT_DEAD_LETTERS, MAX_DEAD_LETTERS = 100, 1000
 DEFAULT_AUDIT_TAIL, MAX_AUDIT_TAIL = 20, 1000
 MAX_ROSTER_ROWS = 200_000  # rows of one SubmitRoster stream (held in memory until the stream ends)
+CASE_ACTION = "county_case_action"  # the audit action of every case action taken through the API
 
 # How each error surfaces to a county caller, looked up along the error's class hierarchy (the most
 # specific class first); an error not listed is INTERNAL (and its message is still only its code and
@@ -289,9 +298,9 @@ class CountyServicer(county_pb2_grpc.CountyServicer):
 
     ``cases`` are the node's case parts (:class:`~gateway.cases.wiring.CaseParts`, as the node's case
     loop and ``tongban case`` build them); ``None`` on a node that cannot act on cases (not enrolled,
-    no signing key): ``GetCase``, ``CaseAction`` and ``GetCustody`` then answer ``FAILED_PRECONDITION``
-    (``cases_unavailable``). Every call sees only what the caller's division scope covers
-    (:mod:`gateway.county.views`).
+    no signing key): the case calls (``GetCase``, ``CaseAction``, ``GetCustody``, ``OpenCase``,
+    ``ResubmitCase``, ``TransferCase``) then answer ``FAILED_PRECONDITION`` (``cases_unavailable``).
+    Every call sees only what the caller's division scope covers (:mod:`gateway.county.views`).
     """
 
     def __init__(
@@ -319,11 +328,29 @@ class CountyServicer(county_pb2_grpc.CountyServicer):
             raise CasesUnavailable()
         return self._cases
 
-    def _service(self) -> CaseService:
+    def _service(self, recorder: ActionRecorder | None = None) -> CaseService:
         try:
-            return self._parts().service()
+            return self._parts().service(recorder=recorder)
         except KeyFileError:
             raise CasesUnavailable("no encryption key") from None
+
+    @staticmethod
+    def _audited(caller: Caller, action: str, now: datetime) -> ActionRecorder:
+        """The case service's recorder for one call: the ``county_case_action`` entry, written in the
+        action's transaction (see the module docstring)."""
+
+        def record(conn: Connection, case_id: str, state: lc.CaseState) -> None:
+            audit.append(
+                conn,
+                actor=caller.caller_id,
+                action=CASE_ACTION,
+                purpose=PURPOSE,
+                reference=case_id,
+                detail=f"action={action} state={state.status.value}",
+                at=now,
+            )
+
+        return record
 
     def _case_row_in_scope(self, parts: CaseParts, case_id: str, caller: Caller) -> None:
         """``CaseNotFound`` for a case this node does not have or the caller's scope does not cover."""
@@ -475,7 +502,8 @@ class CountyServicer(county_pb2_grpc.CountyServicer):
         it: the role must take that action (:data:`~gateway.county.views.ACTION_ROLES`, else
         ``PERMISSION_DENIED``, audited), the case must be in the caller's scope, and the service
         checks the node's side, the lifecycle and custody. The action is recorded in the audit trail
-        under the caller's id. Not idempotent: a client never retries it on its own."""
+        under the caller's id, in the action's transaction. Not idempotent: a client never retries it
+        on its own."""
         caller, now = current_caller(), self._clock()
         try:
             command = cw.case_command_from_wire(request)
@@ -483,17 +511,7 @@ class CountyServicer(county_pb2_grpc.CountyServicer):
                 deny(self._node.engine, caller, "CaseAction", at=now, detail=f"action={command.kind.value}")
             parts = self._parts()
             self._case_row_in_scope(parts, command.case_id, caller)
-            state = _perform(self._service(), command, now)
-            with self._node.engine.begin() as conn:
-                audit.append(
-                    conn,
-                    actor=caller.caller_id,
-                    action="county_case_action",
-                    purpose=PURPOSE,
-                    reference=command.case_id,
-                    detail=f"action={command.kind.value} state={state.status.value}",
-                    at=now,
-                )
+            state = _perform(self._service(self._audited(caller, command.kind.value, now)), command, now)
         except GatewayError as exc:
             self._fail(context, exc)
         except SQLAlchemyError as exc:
@@ -521,6 +539,128 @@ class CountyServicer(county_pb2_grpc.CountyServicer):
         except GatewayError as exc:
             self._fail(context, exc)
         return cw.custody_summary_to_wire(cv.custody_summary(state))
+
+    # --- opening a case, resubmitting, transferring ------------------------------------------------
+
+    def OpenCase(
+        self, request_iterator: Iterator[county_pb2.OpenCaseRequest], context: grpc.ServicerContext
+    ) -> county_pb2.OpenCaseResponse:
+        """Accept an application at this node and push it — :meth:`CaseService.accept`, as ``tongban
+        case accept`` — in this order:
+
+        1. the node can act on cases (``cases_unavailable``);
+        2. the first message is the application, decoded as the command decodes its file
+           (:func:`~gateway.county.wire.opening_from_wire`: ``invalid_case``, ``invalid_id_number``);
+           its registration division or this node's must lie in the caller's scope (``outside_scope``);
+        3. the case id is derived from the request id (:func:`~gateway.county.views.opened_case_id`):
+           if that case exists, the call is a retry — answered with the case (``replayed``) if it is the
+           same application, refused ``duplicate_record`` if not — and the documents are not read;
+        4. the documents' chunks (:class:`~gateway.county.views.DocumentUpload`: declared sizes and
+           the limits of one call);
+        5. ``accept``: the division routed to a node that serves it, every document's size and SHA-256,
+           the case's own rules; then, in one transaction, the case, its push to the registration node,
+           and the ``county_case_action`` audit entry. Two concurrent retries cannot both open it: the
+           second finds the case id taken (``DuplicateRecord``) and answers as in step 3.
+
+        Any refusal stores nothing."""
+        caller, now = current_caller(), self._clock()
+        try:
+            parts = self._parts()
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("item") != "application":
+                raise InputError("an OpenCase stream starts with the application")
+            opening = cw.opening_from_wire(first.application)
+            if not cv.case_in_scope(caller, self._node.config.division, opening.draft.registration_division):
+                raise OutsideScope()
+            case_id = cv.opened_case_id(self._node.config.node_id, caller.caller_id, opening.request_id)
+            replayed = self._opened_before(parts, case_id, opening)
+            if not replayed:
+                documents = _read_documents(request_iterator, opening.draft.application.evidence)
+                service = self._service(self._audited(caller, "open", now))
+                try:
+                    service.accept(opening.draft, documents, now, case_id=case_id)
+                except DuplicateRecord:
+                    if not self._opened_before(parts, case_id, opening):
+                        raise
+                    replayed = True
+            row = parts.store.row(case_id)
+        except GatewayError as exc:
+            self._fail(context, exc)
+        except SQLAlchemyError as exc:
+            self._fail(context, StorageError(type(exc).__name__))
+        log.info("county API: case %s opened by %s%s", case_id, caller.caller_id, " (a retry)" if replayed else "")
+        opened = cv.OpenedCase(case_id, row.status, row.registration_node, row.registration_division, replayed)
+        return cw.opened_to_wire(opened)
+
+    @staticmethod
+    def _opened_before(parts: CaseParts, case_id: str, opening: cv.CaseOpening) -> bool:
+        """Whether the case of this request id exists (a retry); ``DuplicateRecord`` if it is not
+        the same application (the request id was used for another one)."""
+        if not parts.store.exists(case_id):
+            return False
+        stored = parts.store.load(case_id)
+        if stored.row.side is not CaseSide.RESIDENCE or not cv.same_application(stored.file, opening.draft):
+            raise DuplicateRecord("the request id was used for another application")
+        return True
+
+    def ResubmitCase(
+        self, request_iterator: Iterator[county_pb2.ResubmitCaseRequest], context: grpc.ServicerContext
+    ) -> county_pb2.CaseActionResponse:
+        """Send the requested material — :meth:`CaseService.resubmit`, as ``tongban case resubmit``:
+        the header (the case in the caller's scope, the documents' references), the chunks
+        (:class:`~gateway.county.views.DocumentUpload`), then the service checks the lifecycle, the
+        custody and every document's size and SHA-256, and commits the resubmission with its audit
+        entry. Not idempotent (a second resubmission is an illegal transition): never retried."""
+        caller, now = current_caller(), self._clock()
+        try:
+            parts = self._parts()
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("item") != "header":
+                raise InputError("a ResubmitCase stream starts with its header")
+            header = cw.resubmission_from_wire(first.header)
+            self._case_row_in_scope(parts, header.case_id, caller)
+            data = _read_documents(request_iterator, header.documents)
+            pairs = [(d, data[d.document_id]) for d in header.documents]
+            state = self._service(self._audited(caller, "resubmit", now)).resubmit(header.case_id, pairs, now)
+        except GatewayError as exc:
+            self._fail(context, exc)
+        except SQLAlchemyError as exc:
+            self._fail(context, StorageError(type(exc).__name__))
+        return cw.case_state_to_wire(header.case_id, state.status)
+
+    def TransferCase(
+        self, request: county_pb2.TransferCaseRequest, context: grpc.ServicerContext
+    ) -> county_pb2.CaseActionResponse:
+        """转办 — :meth:`CaseService.transfer`, as ``tongban case transfer``: the case in the caller's
+        scope; the service checks the reason code, routes the new division to the node serving it,
+        checks the lifecycle, custody and documents, and commits the transfer with its audit entry.
+        Not idempotent (a transferred case cannot be transferred from here again): never retried."""
+        caller, now = current_caller(), self._clock()
+        try:
+            order = cw.transfer_from_wire(request)
+            parts = self._parts()
+            self._case_row_in_scope(parts, order.case_id, caller)
+            service = self._service(self._audited(caller, "transfer", now))
+            state = service.transfer(order.case_id, order.to_division, now, reason=order.reason)
+        except GatewayError as exc:
+            self._fail(context, exc)
+        except SQLAlchemyError as exc:
+            self._fail(context, StorageError(type(exc).__name__))
+        return cw.case_state_to_wire(order.case_id, state.status)
+
+
+def _read_documents(
+    requests: Iterator[county_pb2.OpenCaseRequest] | Iterator[county_pb2.ResubmitCaseRequest],
+    declared: Sequence[EvidenceDocument],
+) -> dict[str, bytes]:
+    """The bytes of the ``declared`` documents from the rest of an ``OpenCase`` or ``ResubmitCase``
+    stream: chunks only (``InputError``), within :class:`~gateway.county.views.DocumentUpload`'s limits."""
+    upload = cv.DocumentUpload(declared)
+    for m in requests:
+        if m.WhichOneof("item") != "chunk":
+            raise InputError("after its first message, the stream carries document chunks only")
+        upload.add(m.chunk.document_id, m.chunk.data)
+    return upload.finish()
 
 
 def _read_roster(
@@ -579,18 +719,17 @@ def county_server(
 ) -> tuple[grpc.Server, str]:
     """The county API on its own listener, ``[county] listen``: a gRPC server with the
     :class:`CountyAuthInterceptor` and the :class:`CountyServicer` (over ``cases`` when the node has
-    them), not started; and the address it bound. Loopback only (``ConfigError``).
+    them), not started; and the address it bound.
 
-    Plaintext by default (API tokens). With ``[county] tls = true``: mutual TLS whose only client
+    Plaintext by default (API tokens), and then loopback only (``ConfigError``: a token travels in
+    clear). With ``[county] tls = true`` it may listen on any address: mutual TLS whose only client
     trust anchor is the node's county CA (:mod:`gateway.county.certs`, created on first use; the
     key passphrase is needed, ``KeyFileError`` without it), so a client without a certificate of
     this node's county CA — another node's county CA, a directory node's certificate — fails the
     handshake; the interceptor then checks the certificate's record on every call."""
-    from gateway.server import require_loopback  # the node server's one rule for its listeners
-
     cfg = node.config
     listen = cfg.county_listen
-    require_loopback(listen, setting="county.listen")
+    check_county_listen(cfg)
     county_ca = None
     credentials: grpc.ServerCredentials | None = None
     if cfg.county_tls:
@@ -608,3 +747,13 @@ def county_server(
         raise ConfigError(f"cannot listen on {listen} (county.listen)")
     log.info("county API on %s (%s)", listen, "mutual TLS, county CA" if credentials else "plaintext, tokens")
     return server, f"{listen.rsplit(':', 1)[0]}:{port}"
+
+
+def check_county_listen(cfg: NodeConfig) -> None:
+    """``[county] listen`` may be any address with ``[county] tls = true`` (mutual TLS with the
+    node's county CA: no call without a client certificate this node issued); a plaintext listener
+    carries tokens in clear, so it must be a loopback address (``ConfigError``)."""
+    from gateway.server import require_loopback  # the node server's one rule for its listeners
+
+    if not cfg.county_tls:
+        require_loopback(cfg.county_listen, setting="county.listen")

@@ -20,28 +20,38 @@ requested items are left out of what it sees.
 permission table (``case_officer`` and ``registration_staff``); within it, the registration place's
 decisions are the registration staff's and the accepting place's steps the case officer's. The
 case service then checks the node's side of the case and its custody, as for the CLI.
+
+**Opening a case** (:class:`CaseOpening`, :func:`opened_case_id`, :class:`DocumentUpload`). An
+application arrives with a request id the client made; the case id is derived from it, this node
+and the caller's credential, so a retried ``OpenCase`` finds the case it opened
+(:func:`same_application` decides whether it is the same application) instead of opening a second.
+Documents arrive as chunks, assembled by :class:`DocumentUpload` within the limits below; every
+rule about the application itself (ID number, programme, division, documents' sizes and hashes) is
+the case types' and the case service's, as for ``tongban case accept``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
 
 from gateway.cases import lifecycle as lc
 from gateway.cases.clock import Step as ClockStep
-from gateway.cases.service import CaseView
+from gateway.cases.codec import CaseFile
+from gateway.cases.service import TRANSFER_REASON, CaseView, Draft
 from gateway.cases.store import DocumentState
 from gateway.cases.store import Side as CaseSide
-from gateway.cases.types import EvidenceKind, Programme
+from gateway.cases.types import MAX_DOCUMENT_BYTES, EvidenceDocument, EvidenceKind, Programme
 from gateway.county.auth import Caller
 from gateway.county.permissions import Role
 from gateway.custody.chain import CustodyState
 from gateway.custody.events import CaseType, Kind
-from gateway.errors import InvalidCase
+from gateway.errors import AttachmentRefused, InputError, InvalidCase
 from gateway.reconcile.findings import Code, Finding, parse_hints
 from gateway.reconcile.findings import Role as FindingRole
 
@@ -82,11 +92,15 @@ def row_in_scope(caller: Caller, registration_division: str, residence_division:
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII)
 
 
+def _check_uuid(value: str, what: str) -> str:
+    if not _UUID.fullmatch(value) or str(uuid.UUID(value)) != value:
+        raise InvalidCase(f"{what} is a canonical lowercase UUID")
+    return value
+
+
 def check_case_id(value: str) -> str:
     """A case id is a canonical lowercase UUID (``InvalidCase`` otherwise, never echoing it)."""
-    if not _UUID.fullmatch(value) or str(uuid.UUID(value)) != value:
-        raise InvalidCase("a case id is a canonical lowercase UUID")
-    return value
+    return _check_uuid(value, "a case id")
 
 
 # --- match results -------------------------------------------------------------------------------------
@@ -354,3 +368,124 @@ class CaseCommand:
             raise InvalidCase("approve needs the payment month (YYYY-MM)")
         if k in (CaseActionKind.REJECT, CaseActionKind.RETURN) and not (self.reason_code and self.text.strip()):
             raise InvalidCase(f"{k.value} needs a reason code and a text")
+
+
+# --- opening a case, resubmitting, transferring -------------------------------------------------------
+
+#: The largest chunk of a document's bytes in an ``OpenCase`` or ``ResubmitCase`` stream (the client
+#: sends chunks of this size), far below gRPC's 4 MiB message limit.
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+#: The documents of one call together. Each document is at most
+#: :data:`~gateway.cases.types.MAX_DOCUMENT_BYTES` (the case types' limit, as for ``tongban case
+#: accept``); the node holds a call's documents in memory until the stream ends, so one call is
+#: bounded too. An application with more is opened with fewer documents and completed by the
+#: registration place's material request.
+MAX_UPLOAD_BYTES = 2 * MAX_DOCUMENT_BYTES
+_OPENED_CASE = b"tongban.county.open_case.v1\x00"
+
+
+@dataclass(frozen=True)
+class CaseOpening:
+    """An application as a case officer opens it through the county API: the draft ``tongban case
+    accept`` builds from its JSON file, and the client's ``request_id`` (a canonical UUID the client
+    makes once per application and repeats when it retries)."""
+
+    request_id: str
+    draft: Draft
+
+    def __post_init__(self) -> None:
+        _check_uuid(self.request_id, "a request id")
+
+
+def opened_case_id(node_id: str, caller_id: str, request_id: str) -> str:
+    """The id of the case an ``OpenCase`` with ``request_id`` opens, for this node and caller.
+
+    A SHA-256 of the three (domain-separated, length-prefixed) as a version-4 UUID: as unique as a
+    random case id across nodes (node ids are), the same for a retry of the same caller's request,
+    different for another caller's — a caller cannot reach another's case by guessing its request id.
+    """
+    h = hashlib.sha256(_OPENED_CASE)
+    for part in (node_id, caller_id, request_id):
+        raw = part.encode("utf-8")
+        h.update(len(raw).to_bytes(4, "big") + raw)
+    return str(uuid.UUID(bytes=h.digest()[:16], version=4))
+
+
+def same_application(stored: CaseFile, draft: Draft) -> bool:
+    """Whether a case opened before is ``draft`` again (a retry): the same application with the same
+    documents (their SHA-256 and sizes), the same child, the same local reference."""
+    case = stored.case
+    return case.application == draft.application and stored.child == draft.child and case.child_ref == draft.child_ref
+
+
+@dataclass(frozen=True)
+class OpenedCase:
+    """What ``OpenCase`` answers: no personal data."""
+
+    case_id: str
+    status: lc.Status
+    registration_node: str
+    registration_division: str
+    replayed: bool  # the request id's case existed already: nothing new was stored
+
+
+@dataclass(frozen=True)
+class Resubmission:
+    """The header of a ``ResubmitCase`` stream: the case and the references of the new documents."""
+
+    case_id: str
+    documents: tuple[EvidenceDocument, ...]
+
+
+@dataclass(frozen=True)
+class TransferOrder:
+    """A ``TransferCase`` request (转办): the child's new registration division and a reason code."""
+
+    case_id: str
+    to_division: str
+    reason: str = TRANSFER_REASON
+
+
+class DocumentUpload:
+    """The bytes of the documents ``declared`` by a stream's first message, assembled from chunks.
+
+    Checked as they arrive, so nothing beyond the declared sizes is ever held: the declared documents
+    together are at most :data:`MAX_UPLOAD_BYTES` (``InvalidCase``, before any chunk); a chunk names a
+    declared document and carries 1 to :data:`UPLOAD_CHUNK_BYTES` bytes (``InputError``); a document
+    never grows beyond its declared size (``AttachmentRefused``). :meth:`finish` refuses a declared
+    document without any bytes (``AttachmentRefused``); whether the bytes match the declared size and
+    SHA-256 is the case service's check, as for ``tongban case accept``.
+    """
+
+    def __init__(self, declared: Sequence[EvidenceDocument]) -> None:
+        self._sizes = {d.document_id: d.size for d in declared}
+        if len(self._sizes) != len(declared):
+            raise InvalidCase("two documents share a document_id")
+        if sum(self._sizes.values()) > MAX_UPLOAD_BYTES:
+            raise InvalidCase(f"the documents of one call are at most {MAX_UPLOAD_BYTES} bytes together")
+        self._buffers: dict[str, bytearray] = {}
+
+    def add(self, document_id: str, data: bytes) -> None:
+        size = self._sizes.get(document_id)
+        if size is None:
+            raise InputError("a chunk names a document the stream's first message does not list")
+        if not 0 < len(data) <= UPLOAD_CHUNK_BYTES:
+            raise InputError(f"a chunk carries 1 to {UPLOAD_CHUNK_BYTES} bytes")
+        buffer = self._buffers.setdefault(document_id, bytearray())
+        if len(buffer) + len(data) > size:
+            raise AttachmentRefused(f"document {document_id}: more bytes than its reference says")
+        buffer += data
+
+    def finish(self) -> dict[str, bytes]:
+        """Every declared document's bytes, by document id."""
+        for document_id in self._sizes:
+            if document_id not in self._buffers:
+                raise AttachmentRefused(f"document {document_id}: no bytes given")
+        return {document_id: bytes(buffer) for document_id, buffer in self._buffers.items()}
+
+
+def chunks(documents: Iterable[tuple[EvidenceDocument, bytes]]) -> Iterable[tuple[str, bytes]]:
+    """The (document id, bytes) chunks a client sends for ``documents``, in order."""
+    for document, data in documents:
+        for start in range(0, len(data), UPLOAD_CHUNK_BYTES):
+            yield document.document_id, data[start : start + UPLOAD_CHUNK_BYTES]

@@ -6,7 +6,11 @@ round trip. Nothing a node answers carries personal data: findings and matches a
 references, inbox lines and cases ids, codes, divisions and dates, custody node ids and hashes,
 dead letters message ids and reason codes, audit entries references. Only a ``SubmitRoster`` row
 (a :class:`~gateway.domain.records.ChildRecord`, converted by :mod:`gateway.wire`) carries personal
-data, from the county system to its own node; a case action's reason text goes the same way.
+data, from the county system to its own node; a case action's reason text goes the same way, and so
+do an ``OpenCase`` application (the child's ID number and name, the programme's facts) and the
+documents of ``OpenCase`` and ``ResubmitCase``. An application is converted through the JSON layout
+of ``tongban case accept`` (:func:`gateway.cases.codec.application_from_json`), so the API and the
+command line decode, and check, an application the same way.
 """
 
 from __future__ import annotations
@@ -15,29 +19,34 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from tongban.v1 import county_pb2
+from tongban.v1 import county_pb2, records_pb2
 
 from gateway import audit
+from gateway.cases import codec
 from gateway.cases import lifecycle as lc
 from gateway.cases.clock import Step as ClockStep
-from gateway.cases.service import InboxItem
+from gateway.cases.service import TRANSFER_REASON, Draft, InboxItem
 from gateway.cases.store import DocumentState
 from gateway.cases.store import Side as CaseSide
-from gateway.cases.types import EvidenceKind, Programme
+from gateway.cases.types import EvidenceDocument, EvidenceKind, Programme, RecognitionApplication
 from gateway.county.views import (
     MATCH_CODES,
     CaseActionKind,
     CaseCommand,
     CaseDetail,
+    CaseOpening,
     ClockLine,
     CustodyLine,
     CustodySummary,
     DocumentLine,
     HistoryLine,
     MatchLine,
+    OpenedCase,
+    Resubmission,
+    TransferOrder,
 )
 from gateway.custody.events import CaseType, Kind
-from gateway.domain.records import ChildKind, ChildRecord
+from gateway.domain.records import ChildKind, ChildRecord, ParentStatus
 from gateway.errors import InputError, InvalidCase, InvalidRecord
 from gateway.exchange import outbox
 from gateway.reconcile.findings import Code, Finding, Role, Side
@@ -527,3 +536,137 @@ def custody_summary_from_wire(m: county_pb2.CustodyView) -> CustodySummary:
         )
     except ValueError:
         raise InputError("a custody view names an unknown case type or event kind") from None
+
+
+# --- OpenCase, ResubmitCase, TransferCase ----------------------------------------------------------------
+
+
+def document_ref_to_wire(d: EvidenceDocument) -> county_pb2.DocumentRef:
+    return county_pb2.DocumentRef(document_id=d.document_id, kind=d.kind.value, size=d.size, sha256=d.sha256)
+
+
+def _document_json(m: county_pb2.DocumentRef) -> dict[str, object]:
+    return {"document_id": m.document_id, "kind": m.kind, "sha256": m.sha256, "size": m.size}
+
+
+def document_ref_from_wire(m: county_pb2.DocumentRef) -> EvidenceDocument:
+    """A document reference (``InvalidCase``: an unknown kind, a bad id or SHA-256, a size out of range)."""
+    return codec.document_from_json(_document_json(m))
+
+
+def _parent_to_wire(p: ParentStatus) -> records_pb2.ParentStatus:
+    since = None if p.since is None else records_pb2.Date(year=p.since.year, month=p.since.month, day=p.since.day)
+    return records_pb2.ParentStatus(situation=p.situation.value, since=since)
+
+
+def _parent_json(m: records_pb2.ParentStatus, which: str) -> dict[str, object]:
+    since = None
+    if m.HasField("since"):
+        try:
+            since = date(m.since.year, m.since.month, m.since.day).isoformat()
+        except ValueError:
+            raise InvalidCase(f"{which}.since is not a date") from None
+    return {"situation": m.situation, "since": since}
+
+
+def opening_to_wire(o: CaseOpening) -> county_pb2.OpenCaseRequest:
+    """The first message of an ``OpenCase`` stream."""
+    d, a = o.draft, o.draft.application
+    m = county_pb2.OpenCaseApplication(
+        request_id=o.request_id,
+        case_type=a.programme.value,
+        child_id_number=d.child.id_number,
+        child_name=d.child.name,
+        registration_division=d.registration_division,
+        child_ref=d.child_ref,
+        documents=[document_ref_to_wire(e) for e in a.evidence],
+    )
+    if isinstance(a, RecognitionApplication):
+        carer = records_pb2.Guardian(name=a.carer.name, relation=a.carer.relation, phone=a.carer.phone)
+        facts = county_pb2.RecognitionFacts(
+            father=_parent_to_wire(a.father), mother=_parent_to_wire(a.mother), carer=carer
+        )
+        m.recognition.CopyFrom(facts)
+    else:
+        account = a.payment_account
+        m.subsidy.CopyFrom(
+            county_pb2.SubsidyFacts(
+                certificate_number=a.certificate_number,
+                disability=records_pb2.Disability(category=int(a.disability.category), level=a.disability.level),
+                hardship=a.hardship.value,
+                payment_account=county_pb2.PaymentAccountInfo(
+                    bank=account.bank, account_number=account.account_number, holder_name=account.holder_name
+                ),
+            )
+        )
+    return county_pb2.OpenCaseRequest(application=m)
+
+
+def opening_from_wire(m: county_pb2.OpenCaseApplication) -> CaseOpening:
+    """The application of an ``OpenCase`` stream, decoded as ``tongban case accept`` decodes its JSON
+    file (:func:`gateway.cases.codec.application_from_json`): ``InvalidCase`` naming the field (an
+    unknown case type, facts of the other programme family, …), ``InvalidIdNumber`` for the child's
+    ID number; never a value. The division and the documents' bytes are the case service's to check."""
+    raw: dict[str, object] = {"programme": m.case_type, "evidence": [_document_json(d) for d in m.documents]}
+    facts = m.WhichOneof("facts")
+    if facts == "recognition":
+        r = m.recognition
+        raw["father"] = _parent_json(r.father, "father")
+        raw["mother"] = _parent_json(r.mother, "mother")
+        raw["carer"] = {"name": r.carer.name, "relation": r.carer.relation, "phone": r.carer.phone}
+    elif facts == "subsidy":
+        s = m.subsidy
+        raw["certificate_number"] = s.certificate_number
+        raw["disability"] = {"category": s.disability.category, "level": s.disability.level}
+        raw["hardship"] = s.hardship
+        account = s.payment_account
+        raw["payment_account"] = {
+            "bank": account.bank,
+            "account_number": account.account_number,
+            "holder_name": account.holder_name,
+        }
+    application = codec.application_from_json(raw)
+    child = codec.ChildIdentity(m.child_id_number, m.child_name)
+    return CaseOpening(m.request_id, Draft(application, child, m.registration_division, m.child_ref))
+
+
+def chunk_to_wire(document_id: str, data: bytes) -> county_pb2.DocumentChunk:
+    return county_pb2.DocumentChunk(document_id=document_id, data=data)
+
+
+def opened_to_wire(o: OpenedCase) -> county_pb2.OpenCaseResponse:
+    return county_pb2.OpenCaseResponse(
+        case_id=o.case_id,
+        state=o.status.value,
+        registration_node=o.registration_node,
+        registration_division=o.registration_division,
+        replayed=o.replayed,
+    )
+
+
+def opened_from_wire(m: county_pb2.OpenCaseResponse) -> OpenedCase:
+    try:
+        status = lc.Status(m.state)
+    except ValueError:
+        raise InputError("an opened case answered an unknown state") from None
+    return OpenedCase(m.case_id, status, m.registration_node, m.registration_division, m.replayed)
+
+
+def resubmission_to_wire(r: Resubmission) -> county_pb2.ResubmitCaseRequest:
+    """The first message of a ``ResubmitCase`` stream."""
+    header = county_pb2.ResubmitHeader(case_id=r.case_id, documents=[document_ref_to_wire(d) for d in r.documents])
+    return county_pb2.ResubmitCaseRequest(header=header)
+
+
+def resubmission_from_wire(m: county_pb2.ResubmitHeader) -> Resubmission:
+    return Resubmission(m.case_id, tuple(document_ref_from_wire(d) for d in m.documents))
+
+
+def transfer_to_wire(t: TransferOrder) -> county_pb2.TransferCaseRequest:
+    return county_pb2.TransferCaseRequest(case_id=t.case_id, to_division=t.to_division, reason_code=t.reason)
+
+
+def transfer_from_wire(m: county_pb2.TransferCaseRequest) -> TransferOrder:
+    """A transfer; an empty reason code is the default (``registration_moved``). The division and
+    the code are the case service's to check (``tongban case transfer``)."""
+    return TransferOrder(m.case_id, m.to_division, m.reason_code or TRANSFER_REASON)

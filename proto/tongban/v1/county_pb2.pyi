@@ -5,7 +5,8 @@ Tongban wire contract, version 1: the county-facing service a county system call
 node (SPEC §7). Every call is authenticated (an API token, `authorization: Bearer <token>`) and
 checked against the permission table (gateway/data/county_permissions.toml, rendered into
 docs/county-permissions.md). Nothing a node answers carries personal data: codes, references,
-dates. Only SubmitRoster's rows carry personal data, from the county system to its own node.
+dates. Only SubmitRoster's rows and OpenCase's application and documents (and ResubmitCase's
+documents) carry personal data, from the county system to its own node.
 """
 
 from collections import abc as _abc
@@ -1096,3 +1097,351 @@ class CustodyView(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CustodyView: _TypeAlias = CustodyView  # noqa: Y015
+
+@_typing.final
+class RecognitionFacts(_message.Message):
+    """--- opening a case, resubmitting, transferring ------------------------------------------------------
+
+    orphan and de_facto_unsupported
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FATHER_FIELD_NUMBER: _builtins.int
+    MOTHER_FIELD_NUMBER: _builtins.int
+    CARER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def father(self) -> _records_pb2.ParentStatus:
+        """situation and, when known, since when"""
+
+    @_builtins.property
+    def mother(self) -> _records_pb2.ParentStatus: ...
+    @_builtins.property
+    def carer(self) -> _records_pb2.Guardian:
+        """the person actually caring for the child (实际抚养人): name, relation, phone"""
+
+    def __init__(
+        self,
+        *,
+        father: _records_pb2.ParentStatus | None = ...,
+        mother: _records_pb2.ParentStatus | None = ...,
+        carer: _records_pb2.Guardian | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["carer", b"carer", "father", b"father", "mother", b"mother"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carer", b"carer", "father", b"father", "mother", b"mother"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecognitionFacts: _TypeAlias = RecognitionFacts  # noqa: Y015
+
+@_typing.final
+class PaymentAccountInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BANK_FIELD_NUMBER: _builtins.int
+    ACCOUNT_NUMBER_FIELD_NUMBER: _builtins.int
+    HOLDER_NAME_FIELD_NUMBER: _builtins.int
+    bank: _builtins.str
+    account_number: _builtins.str
+    holder_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        bank: _builtins.str = ...,
+        account_number: _builtins.str = ...,
+        holder_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_number", b"account_number", "bank", b"bank", "holder_name", b"holder_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentAccountInfo: _TypeAlias = PaymentAccountInfo  # noqa: Y015
+
+@_typing.final
+class SubsidyFacts(_message.Message):
+    """living_subsidy and nursing_subsidy"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_NUMBER_FIELD_NUMBER: _builtins.int
+    DISABILITY_FIELD_NUMBER: _builtins.int
+    HARDSHIP_FIELD_NUMBER: _builtins.int
+    PAYMENT_ACCOUNT_FIELD_NUMBER: _builtins.int
+    certificate_number: _builtins.str
+    """the disability certificate: ID number + category + level (20 characters)"""
+    hardship: _builtins.str
+    """"dibao", "low_income" or "none" """
+    @_builtins.property
+    def disability(self) -> _records_pb2.Disability: ...
+    @_builtins.property
+    def payment_account(self) -> Global___PaymentAccountInfo: ...
+    def __init__(
+        self,
+        *,
+        certificate_number: _builtins.str = ...,
+        disability: _records_pb2.Disability | None = ...,
+        hardship: _builtins.str = ...,
+        payment_account: Global___PaymentAccountInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["disability", b"disability", "payment_account", b"payment_account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_number", b"certificate_number", "disability", b"disability", "hardship", b"hardship", "payment_account", b"payment_account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubsidyFacts: _TypeAlias = SubsidyFacts  # noqa: Y015
+
+@_typing.final
+class DocumentRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    document_id: _builtins.str
+    """1-128 of A-Z a-z 0-9 . _ : - ; unique within the case"""
+    kind: _builtins.str
+    """evidence kind, e.g. "death_certificate" """
+    size: _builtins.int
+    """bytes, at most 50 MiB"""
+    sha256: _builtins.str
+    """lower-case hex of the bytes"""
+    def __init__(
+        self,
+        *,
+        document_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "kind", b"kind", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentRef: _TypeAlias = DocumentRef  # noqa: Y015
+
+@_typing.final
+class OpenCaseApplication(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CASE_TYPE_FIELD_NUMBER: _builtins.int
+    CHILD_ID_NUMBER_FIELD_NUMBER: _builtins.int
+    CHILD_NAME_FIELD_NUMBER: _builtins.int
+    REGISTRATION_DIVISION_FIELD_NUMBER: _builtins.int
+    CHILD_REF_FIELD_NUMBER: _builtins.int
+    RECOGNITION_FIELD_NUMBER: _builtins.int
+    SUBSIDY_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """a UUID the client makes once per application and repeats on every retry"""
+    case_type: _builtins.str
+    """"orphan", "de_facto_unsupported", "living_subsidy", "nursing_subsidy" """
+    child_id_number: _builtins.str
+    child_name: _builtins.str
+    registration_division: _builtins.str
+    """where the child is registered (from the child's record, not the ID number)"""
+    child_ref: _builtins.str
+    """the accepting place's local reference to the child's record"""
+    @_builtins.property
+    def recognition(self) -> Global___RecognitionFacts: ...
+    @_builtins.property
+    def subsidy(self) -> Global___SubsidyFacts: ...
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___DocumentRef]:
+        """the evidence; every document's bytes follow as chunks"""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        case_type: _builtins.str = ...,
+        child_id_number: _builtins.str = ...,
+        child_name: _builtins.str = ...,
+        registration_division: _builtins.str = ...,
+        child_ref: _builtins.str = ...,
+        recognition: Global___RecognitionFacts | None = ...,
+        subsidy: Global___SubsidyFacts | None = ...,
+        documents: _abc.Iterable[Global___DocumentRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["facts", b"facts", "recognition", b"recognition", "subsidy", b"subsidy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_type", b"case_type", "child_id_number", b"child_id_number", "child_name", b"child_name", "child_ref", b"child_ref", "documents", b"documents", "facts", b"facts", "recognition", b"recognition", "registration_division", b"registration_division", "request_id", b"request_id", "subsidy", b"subsidy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_facts: _TypeAlias = _typing.Literal["recognition", "subsidy"]  # noqa: Y015
+    _WhichOneofArgType_facts: _TypeAlias = _typing.Literal["facts", b"facts"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_facts) -> _WhichOneofReturnType_facts | None: ...
+
+Global___OpenCaseApplication: _TypeAlias = OpenCaseApplication  # noqa: Y015
+
+@_typing.final
+class DocumentChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    document_id: _builtins.str
+    """a document of the first message"""
+    data: _builtins.bytes
+    """the document's next bytes, 1 byte to 1 MiB, in order"""
+    def __init__(
+        self,
+        *,
+        document_id: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "document_id", b"document_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentChunk: _TypeAlias = DocumentChunk  # noqa: Y015
+
+@_typing.final
+class OpenCaseRequest(_message.Message):
+    """The first message of an OpenCase stream is the application; every later one a chunk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def application(self) -> Global___OpenCaseApplication: ...
+    @_builtins.property
+    def chunk(self) -> Global___DocumentChunk: ...
+    def __init__(
+        self,
+        *,
+        application: Global___OpenCaseApplication | None = ...,
+        chunk: Global___DocumentChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "chunk", b"chunk", "item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "chunk", b"chunk", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["application", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___OpenCaseRequest: _TypeAlias = OpenCaseRequest  # noqa: Y015
+
+@_typing.final
+class OpenCaseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REGISTRATION_NODE_FIELD_NUMBER: _builtins.int
+    REGISTRATION_DIVISION_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    state: _builtins.str
+    """the case's state now ("pushed" when just opened)"""
+    registration_node: _builtins.str
+    registration_division: _builtins.str
+    """the current code (a retired one is followed to its successor)"""
+    replayed: _builtins.bool
+    """the request id's case was opened before: nothing new was stored"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        registration_node: _builtins.str = ...,
+        registration_division: _builtins.str = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "registration_division", b"registration_division", "registration_node", b"registration_node", "replayed", b"replayed", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenCaseResponse: _TypeAlias = OpenCaseResponse  # noqa: Y015
+
+@_typing.final
+class ResubmitHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___DocumentRef]:
+        """the requested material; every document's bytes follow as chunks"""
+
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        documents: _abc.Iterable[Global___DocumentRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "documents", b"documents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResubmitHeader: _TypeAlias = ResubmitHeader  # noqa: Y015
+
+@_typing.final
+class ResubmitCaseRequest(_message.Message):
+    """The first message of a ResubmitCase stream is the header; every later one a chunk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___ResubmitHeader: ...
+    @_builtins.property
+    def chunk(self) -> Global___DocumentChunk: ...
+    def __init__(
+        self,
+        *,
+        header: Global___ResubmitHeader | None = ...,
+        chunk: Global___DocumentChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___ResubmitCaseRequest: _TypeAlias = ResubmitCaseRequest  # noqa: Y015
+
+@_typing.final
+class TransferCaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    TO_DIVISION_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    to_division: _builtins.str
+    """the child's new registration division"""
+    reason_code: _builtins.str
+    """"" for "registration_moved" """
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        to_division: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "reason_code", b"reason_code", "to_division", b"to_division"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferCaseRequest: _TypeAlias = TransferCaseRequest  # noqa: Y015

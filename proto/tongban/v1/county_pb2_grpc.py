@@ -85,6 +85,21 @@ class CountyStub:
                 request_serializer=tongban_dot_v1_dot_county__pb2.GetCustodyRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_county__pb2.CustodyView.FromString,
                 _registered_method=True)
+        self.OpenCase = channel.stream_unary(
+                '/tongban.v1.County/OpenCase',
+                request_serializer=tongban_dot_v1_dot_county__pb2.OpenCaseRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.OpenCaseResponse.FromString,
+                _registered_method=True)
+        self.ResubmitCase = channel.stream_unary(
+                '/tongban.v1.County/ResubmitCase',
+                request_serializer=tongban_dot_v1_dot_county__pb2.ResubmitCaseRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.CaseActionResponse.FromString,
+                _registered_method=True)
+        self.TransferCase = channel.unary_unary(
+                '/tongban.v1.County/TransferCase',
+                request_serializer=tongban_dot_v1_dot_county__pb2.TransferCaseRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_county__pb2.CaseActionResponse.FromString,
+                _registered_method=True)
 
 
 class CountyServicer:
@@ -162,6 +177,33 @@ class CountyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenCase(self, request_iterator, context):
+        """Open a case (受理) at this node, the accepting place, and push it to the registration node, as
+        `tongban case accept`: the first message is the application (the child, the programme's facts,
+        each document's reference with its size and SHA-256), every later one a chunk of a document's
+        bytes. Idempotent by the application's request_id: the same caller sending the same request id
+        again gets the case it opened (replayed = true), never a second one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResubmitCase(self, request_iterator, context):
+        """Send the requested material (补正), as `tongban case resubmit`: a header (the case and the new
+        documents' references), then the documents' chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferCase(self, request, context):
+        """转办, as `tongban case transfer`: the child's 户籍 moved; the case follows the child to the node
+        serving the new registration division.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CountyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +256,21 @@ def add_CountyServicer_to_server(servicer, server):
                     servicer.GetCustody,
                     request_deserializer=tongban_dot_v1_dot_county__pb2.GetCustodyRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_county__pb2.CustodyView.SerializeToString,
+            ),
+            'OpenCase': grpc.stream_unary_rpc_method_handler(
+                    servicer.OpenCase,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.OpenCaseRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.OpenCaseResponse.SerializeToString,
+            ),
+            'ResubmitCase': grpc.stream_unary_rpc_method_handler(
+                    servicer.ResubmitCase,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.ResubmitCaseRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.CaseActionResponse.SerializeToString,
+            ),
+            'TransferCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferCase,
+                    request_deserializer=tongban_dot_v1_dot_county__pb2.TransferCaseRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_county__pb2.CaseActionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +543,87 @@ class County:
             '/tongban.v1.County/GetCustody',
             tongban_dot_v1_dot_county__pb2.GetCustodyRequest.SerializeToString,
             tongban_dot_v1_dot_county__pb2.CustodyView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenCase(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tongban.v1.County/OpenCase',
+            tongban_dot_v1_dot_county__pb2.OpenCaseRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.OpenCaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResubmitCase(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tongban.v1.County/ResubmitCase',
+            tongban_dot_v1_dot_county__pb2.ResubmitCaseRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.CaseActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.County/TransferCase',
+            tongban_dot_v1_dot_county__pb2.TransferCaseRequest.SerializeToString,
+            tongban_dot_v1_dot_county__pb2.CaseActionResponse.FromString,
             options,
             channel_credentials,
             insecure,

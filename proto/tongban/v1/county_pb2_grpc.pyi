@@ -5,7 +5,8 @@ Tongban wire contract, version 1: the county-facing service a county system call
 node (SPEC §7). Every call is authenticated (an API token, `authorization: Bearer <token>`) and
 checked against the permission table (gateway/data/county_permissions.toml, rendered into
 docs/county-permissions.md). Nothing a node answers carries personal data: codes, references,
-dates. Only SubmitRoster's rows carry personal data, from the county system to its own node.
+dates. Only SubmitRoster's rows and OpenCase's application and documents (and ResubmitCase's
+documents) carry personal data, from the county system to its own node.
 """
 
 from collections import abc as _abc
@@ -60,6 +61,21 @@ class CountyStub:
     """Act on a case (request material, first review, decide, return, notify, close, withdraw)."""
     GetCustody: _grpc.UnaryUnaryMultiCallable[_county_pb2.GetCustodyRequest, _county_pb2.CustodyView]
     """This node's view of a case's custody chain: holder, pending offer, events (node ids, kinds, times)."""
+    OpenCase: _grpc.StreamUnaryMultiCallable[_county_pb2.OpenCaseRequest, _county_pb2.OpenCaseResponse]
+    """Open a case (受理) at this node, the accepting place, and push it to the registration node, as
+    `tongban case accept`: the first message is the application (the child, the programme's facts,
+    each document's reference with its size and SHA-256), every later one a chunk of a document's
+    bytes. Idempotent by the application's request_id: the same caller sending the same request id
+    again gets the case it opened (replayed = true), never a second one.
+    """
+    ResubmitCase: _grpc.StreamUnaryMultiCallable[_county_pb2.ResubmitCaseRequest, _county_pb2.CaseActionResponse]
+    """Send the requested material (补正), as `tongban case resubmit`: a header (the case and the new
+    documents' references), then the documents' chunks.
+    """
+    TransferCase: _grpc.UnaryUnaryMultiCallable[_county_pb2.TransferCaseRequest, _county_pb2.CaseActionResponse]
+    """转办, as `tongban case transfer`: the child's 户籍 moved; the case follows the child to the node
+    serving the new registration division.
+    """
 
 @_typing.type_check_only
 class CountyAsyncStub(CountyStub):
@@ -87,6 +103,21 @@ class CountyAsyncStub(CountyStub):
     """Act on a case (request material, first review, decide, return, notify, close, withdraw)."""
     GetCustody: _aio.UnaryUnaryMultiCallable[_county_pb2.GetCustodyRequest, _county_pb2.CustodyView]  # type: ignore[assignment]
     """This node's view of a case's custody chain: holder, pending offer, events (node ids, kinds, times)."""
+    OpenCase: _aio.StreamUnaryMultiCallable[_county_pb2.OpenCaseRequest, _county_pb2.OpenCaseResponse]  # type: ignore[assignment]
+    """Open a case (受理) at this node, the accepting place, and push it to the registration node, as
+    `tongban case accept`: the first message is the application (the child, the programme's facts,
+    each document's reference with its size and SHA-256), every later one a chunk of a document's
+    bytes. Idempotent by the application's request_id: the same caller sending the same request id
+    again gets the case it opened (replayed = true), never a second one.
+    """
+    ResubmitCase: _aio.StreamUnaryMultiCallable[_county_pb2.ResubmitCaseRequest, _county_pb2.CaseActionResponse]  # type: ignore[assignment]
+    """Send the requested material (补正), as `tongban case resubmit`: a header (the case and the new
+    documents' references), then the documents' chunks.
+    """
+    TransferCase: _aio.UnaryUnaryMultiCallable[_county_pb2.TransferCaseRequest, _county_pb2.CaseActionResponse]  # type: ignore[assignment]
+    """转办, as `tongban case transfer`: the child's 户籍 moved; the case follows the child to the node
+    serving the new registration division.
+    """
 
 class CountyServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -171,5 +202,38 @@ class CountyServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_county_pb2.CustodyView, _abc.Awaitable[_county_pb2.CustodyView]]:
         """This node's view of a case's custody chain: holder, pending offer, events (node ids, kinds, times)."""
+
+    @_abc_1.abstractmethod
+    def OpenCase(
+        self,
+        request_iterator: _MaybeAsyncIterator[_county_pb2.OpenCaseRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_county_pb2.OpenCaseResponse, _abc.Awaitable[_county_pb2.OpenCaseResponse]]:
+        """Open a case (受理) at this node, the accepting place, and push it to the registration node, as
+        `tongban case accept`: the first message is the application (the child, the programme's facts,
+        each document's reference with its size and SHA-256), every later one a chunk of a document's
+        bytes. Idempotent by the application's request_id: the same caller sending the same request id
+        again gets the case it opened (replayed = true), never a second one.
+        """
+
+    @_abc_1.abstractmethod
+    def ResubmitCase(
+        self,
+        request_iterator: _MaybeAsyncIterator[_county_pb2.ResubmitCaseRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_county_pb2.CaseActionResponse, _abc.Awaitable[_county_pb2.CaseActionResponse]]:
+        """Send the requested material (补正), as `tongban case resubmit`: a header (the case and the new
+        documents' references), then the documents' chunks.
+        """
+
+    @_abc_1.abstractmethod
+    def TransferCase(
+        self,
+        request: _county_pb2.TransferCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_county_pb2.CaseActionResponse, _abc.Awaitable[_county_pb2.CaseActionResponse]]:
+        """转办, as `tongban case transfer`: the child's 户籍 moved; the case follows the child to the node
+        serving the new registration division.
+        """
 
 def add_CountyServicer_to_server(servicer: CountyServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
