@@ -542,6 +542,36 @@ class CustodyIllegalTransition(CustodyError):
     public_message = "the custody event is not allowed in the case's current state"
 
 
+class NotInvolved(CustodyError):
+    """The asker is not named in the case's chain (or this node holds no chain for the case)."""
+
+    code = "custody_not_involved"
+    public_message = "only the nodes involved in a case and their provincial operators may ask who holds it"
+    exit_code = 77
+
+
+class UnknownCase(CustodyError):
+    """This node holds no custody chain for the case."""
+
+    code = "custody_unknown_case"
+    public_message = "this node holds no custody chain for the case"
+
+
+class NotPermitted(CustodyIllegalTransition):
+    """This node may not take the action now (not the holder, no offer for it, …)."""
+
+    code = "custody_not_permitted"
+    public_message = "this node may not take that custody action on the case now"
+
+
+class OverrideRefused(CustodyIllegalTransition):
+    """An operator override that the custody rules would refuse: the lost node is not revoked in
+    the directory, is outside the operator's province, the key is no operator key, …"""
+
+    code = "custody_override_refused"
+    public_message = "the custody override is refused (see the reason)"
+
+
 class CustodyForeignSigner(CustodyIllegalTransition):
     """A validly signed event by someone other than the actor the rule names (accept by a node the
     offer is not for, offer or close by a non-holder, override by an operator of another province)."""

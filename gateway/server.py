@@ -3,7 +3,8 @@
 Servicers are thin: they translate with ``gateway.wire`` and delegate. ``NodeExchange.Deliver`` and
 ``DeliverStream`` hand envelopes to the :class:`~gateway.exchange.receiver.Receiver` with the peer
 the interceptor authenticated, and map its refusals once, with
-:func:`~gateway.exchange.receiver.status_for` and a public message that never carries a detail:
+:func:`~gateway.status.exchange_status` (every status is in :mod:`gateway.status`) and a public
+message that never carries a detail:
 ``Deliver`` answers a refusal with that gRPC status; ``DeliverStream`` answers one
 ``DeliveryResult`` per envelope, in order — the receipt, or a ``Refusal`` with the same status
 number, error code and public message — so one refused envelope does not cost the rest of a batch.
@@ -71,17 +72,18 @@ from gateway.cases.wiring import CaseParts
 from gateway.config import NodeConfig
 from gateway.county.servicer import check_county_listen, county_server
 from gateway.custody.service import PURPOSE as CUSTODY_PURPOSE
-from gateway.custody.service import CustodyService, custody_status_for
+from gateway.custody.service import CustodyService
 from gateway.errors import ConfigError, ExchangeError, GatewayError, InputError
 from gateway.exchange.delivery import DeliveryWorker, personal_purposes
 from gateway.exchange.envelope import Verified
 from gateway.exchange.purposes import load_profiles
-from gateway.exchange.receiver import OnAccept, Receiver, public_message, status_for
+from gateway.exchange.receiver import OnAccept, Receiver
 from gateway.exchange.relay import RelayPuller, RelayServicer, RelayStore, RelayTransport, SqlRelayStore
 from gateway.exchange.retry import RetryPolicy
 from gateway.exchange.transport import GrpcTransport, Transport
 from gateway.metrics import MetricsServer
 from gateway.node import Node
+from gateway.status import custody_status, exchange_status, public_message
 from gateway.trust.interceptor import PeerAuthInterceptor, authenticated_peer
 from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
 from gateway.trust.signing import Ed25519Signer
@@ -134,7 +136,7 @@ class NodeExchangeServicer(node_pb2_grpc.NodeExchangeServicer):
             return receiver.receive(request, peer)
         except GatewayError as exc:
             _log_refusal(peer.node_id, exc)
-            context.abort(status_for(exc), public_message(exc))
+            context.abort(exchange_status(exc), public_message(exc))
 
     def DeliverStream(
         self, request_iterator: Iterator[envelope_pb2.Envelope], context: grpc.ServicerContext
@@ -150,7 +152,7 @@ class NodeExchangeServicer(node_pb2_grpc.NodeExchangeServicer):
                     yield node_pb2.DeliveryResult(receipt=outcome)
         except GatewayError as exc:
             _log_refusal(peer.node_id, exc)
-            context.abort(status_for(exc), public_message(exc))
+            context.abort(exchange_status(exc), public_message(exc))
 
     def WhoHolds(self, request: node_pb2.WhoHoldsRequest, context: grpc.ServicerContext) -> node_pb2.WhoHoldsResponse:
         """Thin: the service decides (only nodes the chain names) and audits; errors map once."""
@@ -160,13 +162,15 @@ class NodeExchangeServicer(node_pb2_grpc.NodeExchangeServicer):
         try:
             events = self._custody.who_holds(request.case_id, peer.node_id)
         except GatewayError as exc:
-            context.abort(custody_status_for(exc), public_message(exc))
+            context.abort(custody_status(exc), public_message(exc))
         return node_pb2.WhoHoldsResponse(chain=custody_chain_to_wire(request.case_id, events))
 
 
 def refusal_to_wire(error: ExchangeError) -> node_pb2.Refusal:
     """The in-stream form of a refusal: what ``Deliver`` would have answered as a status."""
-    return node_pb2.Refusal(status_code=status_for(error).value[0], error_code=error.code, message=error.public_message)
+    return node_pb2.Refusal(
+        status_code=exchange_status(error).value[0], error_code=error.code, message=error.public_message
+    )
 
 
 def _log_refusal(peer: str, error: GatewayError) -> None:

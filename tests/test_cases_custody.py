@@ -32,8 +32,7 @@ from gateway.custody import export
 from gateway.custody import store as custody_store
 from gateway.custody.chain import CustodyState, PendingOffer, can_act
 from gateway.custody.events import CaseType, Genesis
-from gateway.custody.service import NotPermitted
-from gateway.errors import StorageError
+from gateway.errors import NotPermitted, StorageError
 from gateway.exchange import outbox
 from gateway.exchange.purposes import load_profiles
 from gateway.exchange.receiver import Receiver

@@ -19,8 +19,7 @@ from gateway.cases import lifecycle as lc
 from gateway.cases.custody_hook import CaseCustody
 from gateway.cases.service import CaseService
 from gateway.cases.store import CaseStore
-from gateway.custody.service import NotPermitted
-from gateway.errors import IllegalTransition, InvalidCase
+from gateway.errors import IllegalTransition, InvalidCase, NotPermitted
 from gateway.exchange.purposes import load_profiles
 from gateway.exchange.receiver import Receiver
 from gateway.server import apply_custody

@@ -31,8 +31,9 @@ from gateway.cli import main
 from gateway.config import NodeConfig
 from gateway.custody.chain import can_act, verify_chain
 from gateway.custody.events import CaseType
-from gateway.custody.service import CustodyService, NotPermitted
+from gateway.custody.service import CustodyService
 from gateway.domain.divisions import DivisionTable
+from gateway.errors import NotPermitted
 from gateway.exchange.purposes import load_profiles
 from gateway.node import init_node, open_node
 from gateway.store.schema import outbox

@@ -21,7 +21,8 @@ from gateway.cases import lifecycle as lc
 from gateway.custody import export
 from gateway.custody.chain import can_act
 from gateway.custody.events import Offer, sign_event
-from gateway.custody.service import OverrideRefused, sign_override
+from gateway.custody.service import sign_override
+from gateway.errors import OverrideRefused
 from gateway.trust.documents import NodeStatus
 from gateway.trust.keyfile import ENV_PASSPHRASE, write_private_key
 from gateway.trust.store import utc_now

@@ -20,7 +20,8 @@ from gateway import audit
 from gateway.custody import service as service_mod
 from gateway.custody.chain import verify_chain
 from gateway.custody.events import CaseType
-from gateway.custody.service import CustodyService, NotInvolved, NotPermitted
+from gateway.custody.service import CustodyService
+from gateway.errors import NotInvolved, NotPermitted
 from gateway.exchange import outbox
 from gateway.exchange.envelope import parse_envelope
 from gateway.exchange.purposes import load_profiles

@@ -5,7 +5,7 @@ leave it: an encrypted TLS key (passphrase from ``TONGBAN_KEY_PASSPHRASE``), its
 pinned root and a directory source file. Certificates are issued at the real current time,
 because BoringSSL checks validity against the wall clock. Each refusal case names what it breaks
 and where it must be stopped: at the TLS handshake (``UNAVAILABLE`` before any handler runs) or
-by the interceptor (the status and error code of :data:`gateway.trust.interceptor.TRUST_STATUS`).
+by the interceptor (the status and error code of :data:`gateway.status.TRUST_STATUS`).
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ from gateway.errors import (
     PayloadInvalid,
     PurposeNotAllowed,
     ReceiptInvalid,
+    RelayItemInvalid,
+    RelayNotAllowed,
     ReplayedMessage,
     SenderMismatch,
     SenderNotActive,
@@ -45,15 +47,8 @@ from gateway.errors import (
 )
 from gateway.exchange.envelope import MAX_ENVELOPE_BYTES, Verified, digest_of, signed_bytes, verify_receipt
 from gateway.exchange.purposes import PurposeProfile, load_profiles
-from gateway.exchange.receiver import (
-    PAIR_RULES,
-    STATUS,
-    Receiver,
-    check_pair,
-    is_permanent,
-    public_message,
-    status_for,
-)
+from gateway.exchange.receiver import PAIR_RULES, Receiver, check_pair
+from gateway.status import EXCHANGE_STATUS, exchange_status, is_permanent, public_message
 from gateway.store.db import make_engine, migrate
 from gateway.store.keyring import DataKeyring, Sealed
 from gateway.store.schema import audit_log, inbox, metadata
@@ -381,7 +376,8 @@ def test_bad_envelope_is_refused_with_its_own_error_and_changes_nothing(
 
 
 def test_every_refusal_class_of_the_receiver_has_a_case() -> None:
-    assert {b[2] for b in BAD} == set(STATUS) - {ReceiptInvalid}  # the sender's error
+    not_the_receivers = {ReceiptInvalid, RelayNotAllowed, RelayItemInvalid}  # the sender's; the relay path's
+    assert {b[2] for b in BAD} == set(EXCHANGE_STATUS) - not_the_receivers
 
 
 # --- the order of the checks ---------------------------------------------------------------------------
@@ -557,8 +553,8 @@ def test_an_expired_directory_refuses_as_unavailable_and_stores_nothing(world: W
     world.now = NOW + 8 * DAY  # trustkit's directory expires after 7 days
     with pytest.raises(DocumentExpired) as caught:
         world.receive(valid(created_at=world.now))
-    assert status_for(caught.value) == grpc.StatusCode.UNAVAILABLE
-    assert not is_permanent(status_for(caught.value))
+    assert exchange_status(caught.value) == grpc.StatusCode.UNAVAILABLE
+    assert not is_permanent(exchange_status(caught.value))
     assert snapshot(world.engine) == before
 
 
@@ -569,7 +565,7 @@ def test_no_directory_refuses_as_unavailable(world: World) -> None:
     world.receiver._directory = unavailable
     with pytest.raises(DirectoryUnavailable) as caught:
         world.receive(valid())
-    assert status_for(caught.value) == grpc.StatusCode.UNAVAILABLE
+    assert exchange_status(caught.value) == grpc.StatusCode.UNAVAILABLE
 
 
 def test_a_stream_yields_one_result_per_envelope_in_order(world: World) -> None:
@@ -693,14 +689,14 @@ MAPPING: list[tuple[GatewayError, grpc.StatusCode, bool]] = [
 
 @pytest.mark.parametrize(("error", "status", "permanent"), MAPPING, ids=[type(m[0]).__name__ for m in MAPPING])
 def test_status_mapping(error: GatewayError, status: grpc.StatusCode, permanent: bool) -> None:
-    assert status_for(error) is status
+    assert exchange_status(error) is status
     assert is_permanent(status) is permanent
 
 
 def test_public_messages_carry_the_code_and_never_the_detail() -> None:
     error = WrongRecipient("addressed to sc-yilong; notice-0001")
     assert public_message(error) == "wrong_recipient: the envelope is addressed to another node"
-    for cls in STATUS:
+    for cls in EXCHANGE_STATUS:
         assert public_message(cls("secret detail")) == f"{cls.code}: {cls.public_message}"
 
 

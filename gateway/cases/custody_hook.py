@@ -61,8 +61,8 @@ from gateway.cases.types import Programme
 from gateway.custody import store as custody_store
 from gateway.custody.chain import CustodyState, can_act
 from gateway.custody.events import Accept, Action, CaseType, Close, Genesis, Offer
-from gateway.custody.service import CustodyService, NotPermitted
-from gateway.errors import GatewayError, StorageError
+from gateway.custody.service import CustodyService
+from gateway.errors import GatewayError, NotPermitted, StorageError
 from gateway.exchange.purposes import Profiles
 from gateway.store.keyring import DataKeyring
 from gateway.trust.documents import NodeStatus

@@ -33,8 +33,9 @@ service function the CLI uses — ``reconcile.store.load`` (findings and matches
 import``), ``CaseService.show``, ``accept``, ``resubmit``, ``transfer`` and the other actions through
 :class:`~gateway.cases.wiring.CaseParts` (``tongban case``), ``CustodyService.view`` (``tongban custody
 show``) —, applies the caller's division scope (:mod:`gateway.county.views`), converts with
-:mod:`gateway.county.wire`, and maps errors once with :func:`status_for` (the :data:`STATUS` table)
-to a status and a public message that never carries a detail.
+:mod:`gateway.county.wire`, and maps errors once with :func:`gateway.status.county_status` (the
+:data:`~gateway.status.COUNTY_STATUS` table) to a status and a public message that never carries a
+detail.
 """
 
 from __future__ import annotations
@@ -68,42 +69,31 @@ from gateway.county import views as cv
 from gateway.county import wire as cw
 from gateway.county.auth import Caller
 from gateway.county.permissions import CALLS, Permissions, Role, load_permissions
-from gateway.custody.service import UnknownCase
 from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import MonitoringPeriod
 from gateway.domain.records import ChildRecord, Provenance
 from gateway.errors import (
-    AttachmentRefused,
     CallDenied,
-    CaseError,
     CaseNotFound,
     CasesUnavailable,
     ClientCertificateInvalid,
     ConfigError,
     CountyAuthError,
-    CustodyError,
-    CustodyEventMalformed,
-    DirectoryUnavailable,
-    DocumentExpired,
     DuplicateRecord,
     GatewayError,
-    IllegalTransition,
     InputError,
-    InvalidCase,
     KeyFileError,
-    NotEligible,
     OutsideScope,
-    RecordNotFound,
     StorageError,
     TokenInvalid,
     TokenMissing,
-    TrustError,
-    UnknownReasonCode,
+    UnknownCase,
 )
 from gateway.exchange import outbox
 from gateway.node import Node
 from gateway.reconcile import store as findings_store
 from gateway.roster import intake
+from gateway.status import county_status, public_message
 from gateway.trust.interceptor import OPEN_SERVICES, guarded, service_of
 from gateway.trust.store import utc_now
 from gateway.wire import node_info_to_wire
@@ -117,46 +107,7 @@ DEFAULT_AUDIT_TAIL, MAX_AUDIT_TAIL = 20, 1000
 MAX_ROSTER_ROWS = 200_000  # rows of one SubmitRoster stream (held in memory until the stream ends)
 CASE_ACTION = "county_case_action"  # the audit action of every case action taken through the API
 
-# How each error surfaces to a county caller, looked up along the error's class hierarchy (the most
-# specific class first); an error not listed is INTERNAL (and its message is still only its code and
-# public message). UNAVAILABLE is the one status a client may retry (idempotent reads only).
-STATUS: Mapping[type[GatewayError], grpc.StatusCode] = {
-    TokenMissing: grpc.StatusCode.UNAUTHENTICATED,
-    TokenInvalid: grpc.StatusCode.UNAUTHENTICATED,
-    CallDenied: grpc.StatusCode.PERMISSION_DENIED,
-    CountyAuthError: grpc.StatusCode.UNAUTHENTICATED,
-    InputError: grpc.StatusCode.INVALID_ARGUMENT,
-    InvalidCase: grpc.StatusCode.INVALID_ARGUMENT,
-    UnknownReasonCode: grpc.StatusCode.INVALID_ARGUMENT,
-    CustodyEventMalformed: grpc.StatusCode.INVALID_ARGUMENT,
-    CaseNotFound: grpc.StatusCode.NOT_FOUND,
-    UnknownCase: grpc.StatusCode.NOT_FOUND,
-    RecordNotFound: grpc.StatusCode.NOT_FOUND,
-    DuplicateRecord: grpc.StatusCode.ALREADY_EXISTS,
-    CasesUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
-    IllegalTransition: grpc.StatusCode.FAILED_PRECONDITION,
-    NotEligible: grpc.StatusCode.FAILED_PRECONDITION,
-    AttachmentRefused: grpc.StatusCode.FAILED_PRECONDITION,
-    CaseError: grpc.StatusCode.FAILED_PRECONDITION,
-    CustodyError: grpc.StatusCode.FAILED_PRECONDITION,  # e.g. custody_not_permitted: not the holder
-    DirectoryUnavailable: grpc.StatusCode.UNAVAILABLE,
-    DocumentExpired: grpc.StatusCode.UNAVAILABLE,
-    TrustError: grpc.StatusCode.FAILED_PRECONDITION,  # e.g. the peer node is no longer active
-    StorageError: grpc.StatusCode.UNAVAILABLE,
-}
-
 _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("tongban_county_caller", default=None)
-
-
-def status_for(error: GatewayError) -> grpc.StatusCode:
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return grpc.StatusCode.INTERNAL
-
-
-def public_message(error: GatewayError) -> str:
-    return f"{error.code}: {error.public_message}"
 
 
 def current_caller() -> Caller:
@@ -240,7 +191,7 @@ class CountyAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         except CountyAuthError as exc:
             if not isinstance(exc, CallDenied):
                 log.info("county API: %s refused (%s)", method, exc.code)
-            context.abort(status_for(exc), public_message(exc))
+            context.abort(county_status(exc), public_message(exc))
         except (GatewayError, SQLAlchemyError) as exc:
             log.warning("county API: %s could not be admitted (%s)", method, type(exc).__name__)
             context.abort(grpc.StatusCode.UNAVAILABLE, "storage_error: the node database refused the operation")
@@ -321,7 +272,7 @@ class CountyServicer(county_pb2_grpc.CountyServicer):
 
     def _fail(self, context: grpc.ServicerContext, exc: GatewayError) -> NoReturn:
         log.info("county API call failed (%s)", exc.code)
-        context.abort(status_for(exc), public_message(exc))
+        context.abort(county_status(exc), public_message(exc))
 
     def _parts(self) -> CaseParts:
         if self._cases is None:

@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-import grpc
 from sqlalchemy import Connection, Engine
 
 from gateway import audit
@@ -63,12 +62,12 @@ from gateway.custody.events import (
 )
 from gateway.errors import (
     CustodyError,
-    CustodyIllegalTransition,
     CustodySignerNotActive,
     GatewayError,
-    InputError,
-    StorageError,
-    TrustError,
+    NotInvolved,
+    NotPermitted,
+    OverrideRefused,
+    UnknownCase,
 )
 from gateway.exchange import outbox
 from gateway.exchange.envelope import seal
@@ -83,49 +82,6 @@ log = logging.getLogger("tongban.custody")
 
 PURPOSE = "custody_event"
 LIFETIME = timedelta(days=7)
-
-
-class NotInvolved(CustodyError):
-    """The asker is not named in the case's chain (or this node holds no chain for the case)."""
-
-    code = "custody_not_involved"
-    public_message = "only the nodes involved in a case and their provincial operators may ask who holds it"
-    exit_code = 77
-
-
-class UnknownCase(CustodyError):
-    """This node holds no custody chain for the case."""
-
-    code = "custody_unknown_case"
-    public_message = "this node holds no custody chain for the case"
-
-
-class NotPermitted(CustodyIllegalTransition):
-    """This node may not take the action now (not the holder, no offer for it, …)."""
-
-    code = "custody_not_permitted"
-    public_message = "this node may not take that custody action on the case now"
-
-
-class OverrideRefused(CustodyIllegalTransition):
-    """An operator override that the custody rules would refuse: the lost node is not revoked in
-    the directory, is outside the operator's province, the key is no operator key, …"""
-
-    code = "custody_override_refused"
-    public_message = "the custody override is refused (see the reason)"
-
-
-def custody_status_for(error: GatewayError) -> grpc.StatusCode:
-    """The gRPC status of a custody query's error (mapped once, here): not involved is
-    ``PERMISSION_DENIED``; a malformed case id ``INVALID_ARGUMENT``; no usable directory or database
-    ``UNAVAILABLE``; anything else ``INTERNAL``."""
-    if isinstance(error, NotInvolved):
-        return grpc.StatusCode.PERMISSION_DENIED
-    if isinstance(error, InputError):
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(error, TrustError | StorageError):
-        return grpc.StatusCode.UNAVAILABLE
-    return grpc.StatusCode.INTERNAL
 
 
 def involved(state: CustodyState) -> frozenset[str]:

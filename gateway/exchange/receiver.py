@@ -63,8 +63,9 @@ off a receipt for other content.
 
 Errors that are not about the envelope propagate unchanged and store nothing either: the directory
 unavailable or expired (``DirectoryUnavailable`` / ``DocumentExpired``), the database unavailable
-(``StorageError``). :func:`status_for` maps every one of them, once, to a gRPC status;
-:func:`is_permanent` tells a sender whether retrying can help.
+(``StorageError``). :func:`gateway.status.exchange_status` maps every one of them, with the other
+services' refusals, in one place; :func:`gateway.status.is_permanent` tells a sender whether
+retrying can help.
 """
 
 from __future__ import annotations
@@ -75,31 +76,21 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 
-import grpc
 from google.protobuf.message import DecodeError, Message
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from tongban.v1 import cases_pb2, custody_pb2, envelope_pb2, exchange_pb2
 
 from gateway.errors import (
-    EnvelopeMalformed,
-    EnvelopeSignatureInvalid,
-    EnvelopeTooLarge,
     ExchangeError,
-    ForbiddenField,
-    GatewayError,
     NodeNotActive,
     OutsideTimeWindow,
-    PayloadInvalid,
     PurposeNotAllowed,
-    ReceiptInvalid,
-    RelayItemInvalid,
     RelayNotAllowed,
     ReplayedMessage,
     SenderMismatch,
     SenderNotActive,
     StorageError,
-    TrustError,
     UnknownNode,
     WrongRecipient,
 )
@@ -114,7 +105,6 @@ from gateway.exchange.envelope import (
 from gateway.exchange.purposes import Profiles, PurposeProfile, parse_payload
 from gateway.store.keyring import DataKeyring
 from gateway.store.schema import inbox
-from gateway.trust import interceptor
 from gateway.trust.documents import NodeEntry
 from gateway.trust.signing import Signer
 from gateway.trust.verifier import Directory
@@ -192,81 +182,6 @@ def check_pair(profile: PurposeProfile, sender: NodeEntry, recipient: NodeEntry,
         raise PurposeNotAllowed("a node does not send to itself")
     if payload is not None:
         rule(sender, recipient, payload)
-
-
-# --- gRPC mapping -------------------------------------------------------------------------------------
-
-STATUS: Mapping[type[ExchangeError], grpc.StatusCode] = {
-    EnvelopeMalformed: grpc.StatusCode.INVALID_ARGUMENT,
-    EnvelopeTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    SenderMismatch: grpc.StatusCode.PERMISSION_DENIED,
-    SenderNotActive: grpc.StatusCode.PERMISSION_DENIED,
-    EnvelopeSignatureInvalid: grpc.StatusCode.UNAUTHENTICATED,
-    WrongRecipient: grpc.StatusCode.INVALID_ARGUMENT,
-    PurposeNotAllowed: grpc.StatusCode.INVALID_ARGUMENT,
-    OutsideTimeWindow: grpc.StatusCode.FAILED_PRECONDITION,
-    ReplayedMessage: grpc.StatusCode.ALREADY_EXISTS,
-    ForbiddenField: grpc.StatusCode.INVALID_ARGUMENT,
-    PayloadInvalid: grpc.StatusCode.INVALID_ARGUMENT,
-    ReceiptInvalid: grpc.StatusCode.INVALID_ARGUMENT,
-}
-"""How each refusal of an envelope surfaces to the sender. Looked up along the error's class
-hierarchy; an ``ExchangeError`` not listed is ``INVALID_ARGUMENT`` (refused, not "try again")."""
-
-RELAY_STATUS: Mapping[type[ExchangeError], grpc.StatusCode] = {
-    RelayNotAllowed: grpc.StatusCode.PERMISSION_DENIED,
-    RelayItemInvalid: grpc.StatusCode.INVALID_ARGUMENT,
-}
-"""The refusals only the relay path raises (step 3', and the puller's opening of a relayed item),
-mapped like :data:`STATUS`. They travel back through the relay as a ``RelayRefusal``."""
-
-# Statuses after which resending the same envelope cannot succeed: the sender dead-letters it.
-# FAILED_PRECONDITION (the time window) is deliberately *not* here: "not yet valid" heals once the
-# clocks agree, and an expired envelope is dead-lettered by its sender, which knows its expiry.
-# RESOURCE_EXHAUSTED is only ever "too large" here; rate limiting, if added, must use UNAVAILABLE.
-PERMANENT_STATUSES = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-    }
-)
-
-
-def status_for(error: GatewayError) -> grpc.StatusCode:
-    """The gRPC status for any error :meth:`Receiver.receive` raises.
-
-    Envelope refusals by :data:`STATUS`; trust errors as the interceptor maps them (an unavailable
-    or expired directory is ``UNAVAILABLE``); a storage error is ``UNAVAILABLE``; anything else in
-    the tree is ``INTERNAL`` (a fault of this node: the sender should retry later).
-    """
-    if isinstance(error, ExchangeError):
-        for cls in type(error).__mro__:
-            if cls in STATUS:
-                return STATUS[cls]
-            if cls in RELAY_STATUS:
-                return RELAY_STATUS[cls]
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(error, TrustError):
-        return interceptor.status_for(error)
-    if isinstance(error, StorageError):
-        return grpc.StatusCode.UNAVAILABLE
-    return grpc.StatusCode.INTERNAL
-
-
-def public_message(error: GatewayError) -> str:
-    """``"<code>: <public message>"`` — safe for the peer: no detail, no personal data."""
-    return f"{error.code}: {error.public_message}"
-
-
-def is_permanent(code: grpc.StatusCode) -> bool:
-    """Whether a sender should stop resending an envelope refused with ``code`` (dead letter)."""
-    return code in PERMANENT_STATUSES
 
 
 # --- the receiver -------------------------------------------------------------------------------------

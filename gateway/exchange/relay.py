@@ -82,7 +82,7 @@ from gateway.exchange.envelope import (
     parse_envelope,
     to_ms,
 )
-from gateway.exchange.receiver import Receiver, status_for
+from gateway.exchange.receiver import Receiver
 from gateway.exchange.retry import Reason, failure
 from gateway.exchange.transport import (
     Channels,
@@ -96,6 +96,7 @@ from gateway.exchange.transport import (
     status_from_number,
     status_name,
 )
+from gateway.status import exchange_status
 from gateway.store.schema import relay_items
 from gateway.trust.documents import NodeEntry
 from gateway.trust.interceptor import authenticated_peer
@@ -710,7 +711,7 @@ class PullOutcome:
 
 
 def _refusal(error: GatewayError) -> ItemRefused:
-    return ItemRefused(status_for(error).value[0], error.code, by_recipient=True)
+    return ItemRefused(exchange_status(error).value[0], error.code, by_recipient=True)
 
 
 class RelayPuller:

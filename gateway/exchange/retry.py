@@ -101,7 +101,7 @@ def stream_failure(status_name: str, message: str = "") -> Undelivered:
 
 def refusal_failure(*, permanent: bool, status_name: str, error_code: str) -> Undelivered:
     """The failure for a receiver's refusal of one envelope; ``permanent`` is the receiver's own
-    verdict on the status (:func:`gateway.exchange.receiver.is_permanent`)."""
+    verdict on the status (:func:`gateway.status.is_permanent`)."""
     return Undelivered(Reason.REFUSED if permanent else Reason.REFUSED_TRANSIENT, f"{error_code} ({status_name})")
 
 

@@ -38,8 +38,8 @@ import grpc
 from tongban.v1 import node_pb2
 
 from gateway.errors import DeliveryFailed, GatewayError, NodeNotActive, TrustError, UnknownNode, UnknownProvince
-from gateway.exchange import receiver as receiver_mod
 from gateway.exchange.retry import Reason, failure, refusal_failure, stream_failure
+from gateway.status import is_permanent
 from gateway.trust.documents import NodeStatus
 from gateway.trust.tls import TlsIdentity, secure_channel_to
 from gateway.trust.verifier import Directory
@@ -196,7 +196,7 @@ class GrpcTransport:
         Before dialling: our directory must be usable (``directory_unusable``, transient), the peer
         in it (``peer_unknown``, permanent), not revoked (``peer_revoked``, permanent) and active
         (``peer_suspended``, transient). Then each result of the stream in order: a receipt, or the
-        receiver's refusal (permanent or not as :func:`~gateway.exchange.receiver.is_permanent`
+        receiver's refusal (permanent or not as :func:`~gateway.status.is_permanent`
         says). If the stream ends early, every envelope without a result gets the failure for the
         ending status (:data:`~gateway.exchange.retry.STREAM_STATUS`).
         """
@@ -278,6 +278,6 @@ def _result(answer: node_pb2.DeliveryResult) -> Result:
     if kind == "refusal":
         status = status_from_number(answer.refusal.status_code)
         error_code = safe_code(answer.refusal.error_code)
-        permanent = status is not None and receiver_mod.is_permanent(status)
+        permanent = status is not None and is_permanent(status)
         return refusal_failure(permanent=permanent, status_name=status_name(status), error_code=error_code)
     return failure(Reason.PEER_ERROR, "an empty result")

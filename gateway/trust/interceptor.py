@@ -17,7 +17,7 @@ active in the current directory", before any handler runs:
    active, and the certificate must be byte-for-byte the one the directory lists for it
    (``CertificateInvalid``, ``UnknownNode``, ``NodeNotActive``, ``PeerMismatch``).
 
-A refusal aborts the call with the status in :data:`TRUST_STATUS` and a public message of the form
+A refusal aborts the call with the status in :data:`gateway.status.TRUST_STATUS` and a public message of the form
 ``"<code>: <public message>"`` — the error code and nothing that would help an attacker beyond
 it (the detail, e.g. which node a certificate named, goes to the node's log only). An accepted
 call runs its handler inside a copy of the context in which :func:`authenticated_peer` returns
@@ -36,15 +36,10 @@ from typing import Any, cast
 import grpc
 
 from gateway.errors import (
-    CertificateInvalid,
-    DirectoryUnavailable,
-    DocumentExpired,
-    NodeNotActive,
-    PeerMismatch,
     PeerNotAuthenticated,
     TrustError,
-    UnknownNode,
 )
+from gateway.status import public_message, trust_status
 from gateway.trust.documents import NodeEntry
 from gateway.trust.verifier import Directory
 
@@ -52,30 +47,7 @@ log = logging.getLogger("tongban.auth")
 
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
 
-# How each refusal surfaces to the caller. Looked up along the error's class hierarchy; a
-# TrustError not listed here is UNAUTHENTICATED (fail closed: refused, and not "try again").
-TRUST_STATUS: Mapping[type[TrustError], grpc.StatusCode] = {
-    PeerNotAuthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    CertificateInvalid: grpc.StatusCode.UNAUTHENTICATED,
-    UnknownNode: grpc.StatusCode.UNAUTHENTICATED,
-    NodeNotActive: grpc.StatusCode.PERMISSION_DENIED,
-    PeerMismatch: grpc.StatusCode.PERMISSION_DENIED,
-    DocumentExpired: grpc.StatusCode.UNAVAILABLE,
-    DirectoryUnavailable: grpc.StatusCode.UNAVAILABLE,
-}
-
 _PEER: contextvars.ContextVar[NodeEntry | None] = contextvars.ContextVar("tongban_authenticated_peer", default=None)
-
-
-def status_for(error: TrustError) -> grpc.StatusCode:
-    for cls in type(error).__mro__:
-        if cls in TRUST_STATUS:
-            return TRUST_STATUS[cls]
-    return grpc.StatusCode.UNAUTHENTICATED
-
-
-def public_message(error: TrustError) -> str:
-    return f"{error.code}: {error.public_message}"
 
 
 def authenticated_peer() -> NodeEntry:
@@ -135,7 +107,7 @@ class PeerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             entry = self.authenticate(context)
         except TrustError as exc:
             log.warning("refused %s (%s): %s", method, exc.code, exc)
-            context.abort(status_for(exc), public_message(exc))
+            context.abort(trust_status(exc), public_message(exc))
         call_context = contextvars.copy_context()
         call_context.run(_PEER.set, entry)
         return call_context
