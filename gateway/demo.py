@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -61,6 +62,8 @@ from sqlalchemy import select
 from tongban.v1 import common_pb2, node_pb2_grpc
 
 from gateway import config as config_mod
+from gateway.cli.case import read_draft
+from gateway.client import CountyClient
 from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import Cadence, MonitoringPeriod
 from gateway.domain.records import ChildKind, ChildRecord
@@ -798,9 +801,25 @@ def _inbox_step(
     by_id = {r.spec.node_id: r for r in running}
     cfg = {n: by_id[n].node.config.path for n in by_id}
     files = _applications(by_id[RESIDENCE].node, period, base, ((INBOX_NODE, "orphan"),), skip=1)
-    case_id = _case(RESIDENCE, cfg[RESIDENCE], "accept", files[INBOX_NODE]).split()[1]
+    # 两江新区's accepting window is a county system: it opens the case over the county API with a
+    # token of role case_officer, the documents streamed (what `tongban case accept` does by hand).
+    status, printed = _tongban(
+        "county", "token", "create", "--role", "case_officer", "--label", "两江新区受理窗口", "--config", cfg[RESIDENCE]
+    )
+    if status != 0:
+        raise DemoFailed("`tongban county token create` failed")
+    draft, documents = read_draft(files[INBOX_NODE])
+    request_id = str(uuid.uuid4())  # kept with the application by the county system
+    with CountyClient(by_id[RESIDENCE].county, printed.split()[-1]) as client:
+        opened = client.open_case(draft, documents, request_id=request_id)
+        again = client.open_case(draft, documents, request_id=request_id)
+    if again.case_id != opened.case_id or not again.replayed:
+        raise DemoFailed("a retried OpenCase opened a second case")
+    case_id = opened.case_id
     CaseStage(w, by_id, callers, base).wait([DemoCase(case_id, "orphan", INBOX_NODE)], {case_id: INBOX_NODE})
-    w(f"   8a {RESIDENCE} `tongban case accept`: case {case_id[:8]} received by {INBOX_NODE}'s server\n")
+    w(f"   8a {RESIDENCE}'s accepting window opens the application over the county API (OpenCase, token of\n"
+      f"      role case_officer, documents streamed; the same request again answers the same case):\n"
+      f"      case {case_id[:8]} received by {INBOX_NODE}'s server\n")  # fmt: skip
     inbox_cfg = cfg[INBOX_NODE]
     _web(inbox_cfg, "staff", "add", INBOX_USER, "--name", "南部县民政局 张科员", "--role", "registration_staff")
     _web(inbox_cfg, "staff", "add", "demo.check", "--name", "演示检查", "--role", "registration_staff")

@@ -137,7 +137,9 @@ def _today() -> date:
     return datetime.now(CHINA).date()
 
 
-def _read_draft(path: Path) -> tuple[Draft, dict[str, bytes]]:
+def read_draft(path: Path) -> tuple[Draft, dict[str, bytes]]:
+    """An application file of the documented layout (``accept FILE``; the demo's county system reads
+    the same files) as a :class:`Draft` and its documents' bytes by document id (``InputError``)."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         child, application = raw["child"], raw["application"]
@@ -160,7 +162,7 @@ def _read_draft(path: Path) -> tuple[Draft, dict[str, bytes]]:
 
 
 def _accept(args: argparse.Namespace) -> int:
-    draft, files = _read_draft(args.file)
+    draft, files = read_draft(args.file)
     with open_service(args) as service:
         case_id = service.accept(draft, files, _now())
         row = service.store.load(case_id).row
