@@ -50,16 +50,14 @@ divisions: $(VENV)/.installed-run
 divisions-check: $(VENV)/.installed-run
 	$(BIN)/tongban divisions build --source ../shared/data --check
 
-# Benchmarks write bench/results/<name>.json (see bench/README.md); BENCH_ARGS=--quick for a short run,
-# EXCHANGE_ARGS=--million to add the memory of a 1,000,000-record roster; MATCHING_ARGS for bench.matching
-# (e.g. --sizes 10000 --feedback /tmp/matching_feedback.md). The README's performance
-# table is then regenerated from the results (`python -m bench.readme_table --check` finds drift).
+# Benchmarks, one command: `tongban bench` runs bench.store, bench.directory, bench.exchange and
+# bench.matching one after the other, writes bench/results/<name>.json (see bench/README.md), then
+# regenerates the README's performance table (`python -m bench.readme_table --check` finds drift) and
+# prints the time each took. BENCH_ARGS are options of `tongban bench` (--quick for a short run,
+# --only NAME ...); EXCHANGE_ARGS go to bench.exchange (--million: the memory of a 1,000,000-record
+# roster), MATCHING_ARGS to bench.matching (e.g. --sizes 10000 --feedback /tmp/matching_feedback.md).
 bench: $(VENV)/.installed-run
-	$(BIN)/python -m bench.store $(BENCH_ARGS)
-	$(BIN)/python -m bench.directory $(BENCH_ARGS)
-	$(BIN)/python -m bench.exchange $(BENCH_ARGS) $(EXCHANGE_ARGS)
-	$(BIN)/python -m bench.matching $(BENCH_ARGS) $(MATCHING_ARGS)
-	$(BIN)/python -m bench.readme_table
+	$(BIN)/tongban bench $(BENCH_ARGS) --exchange-args='$(EXCHANGE_ARGS)' --matching-args='$(MATCHING_ARGS)'
 
 # Headless Chromium, its driver and CJK fonts for the web inbox's browser tests (Debian packages;
 # .ci/run calls this). Without them tests/test_web_browser.py skips, unless TONGBAN_REQUIRE_BROWSER=1.

@@ -160,6 +160,14 @@ class MappingInvalid(ConfigError):
     public_message = "the roster mapping file is not valid"
 
 
+class BenchmarksUnavailable(ConfigError):
+    """``tongban bench`` found no ``bench/`` package: the benchmarks ship with the source checkout,
+    not with the installed software."""
+
+    code = "benchmarks_unavailable"
+    public_message = "the benchmarks (bench/) are not in this installation; run from a source checkout"
+
+
 class ReaderUnavailable(ConfigError):
     """No roster reader is installed for the requested format (entry point group ``tongban.readers``)."""
 
@@ -179,6 +187,14 @@ class StorageError(GatewayError):
 class SchemaOutOfDate(StorageError):
     code = "schema_out_of_date"
     public_message = "the node database schema is not at the version this software expects"
+
+
+class SchemaTooNew(SchemaOutOfDate):
+    """The database is stamped with a migration this software does not package: a newer Tongban
+    migrated it. Nothing is changed; run that version (a database is never migrated downwards)."""
+
+    code = "schema_too_new"
+    public_message = "the node database was migrated by a newer Tongban than this one; run that version"
 
 
 class DuplicateRecord(StorageError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ import psycopg
 import pytest
 
 from bench import readme_table
+from gateway.cli import bench as bench_cli
+from gateway.cli import main
+from gateway.errors import BenchmarksUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_PG = "TONGBAN_TEST_POSTGRES_URL"
@@ -367,3 +371,111 @@ def test_quick_matching_benchmark_writes_complete_results(tmp_path: Path) -> Non
     assert [name for name, k in evaluation["kinds"].items() if name != "non_overlap" and k["pairs"] == 0] == []
     assert isinstance(run["goal_met"], bool)
     assert isinstance(result["goal_met"], bool)
+
+
+# --- tongban bench --------------------------------------------------------------------------------
+
+# A stand-in benchmark for a fake checkout: records its name and arguments, fails when told to.
+STUB = """import os, pathlib, sys
+name = pathlib.Path(__file__).stem
+with open("calls.txt", "a", encoding="utf-8") as f:
+    f.write(" ".join([name, *sys.argv[1:]]) + "\\n")
+sys.exit(3 if os.environ.get("FAIL_AT") == name else 0)
+"""
+
+
+@pytest.fixture
+def fake_checkout(tmp_path: Path) -> Path:
+    """A checkout whose bench/ modules are stubs (the real ones are run by the slow test below)."""
+    checkout = tmp_path / "checkout"
+    (checkout / "bench").mkdir(parents=True)
+    (checkout / "bench" / "__init__.py").write_text("", encoding="utf-8")
+    for name in (*bench_cli.BENCHMARKS, bench_cli.TABLE):
+        (checkout / "bench" / f"{name}.py").write_text(STUB, encoding="utf-8")
+    (checkout / "README.md").write_text(README_TEXT, encoding="utf-8")
+    return checkout
+
+
+def calls(checkout: Path) -> list[str]:
+    path = checkout / "calls.txt"
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def test_tongban_bench_runs_each_benchmark_in_order_then_the_table(
+    fake_checkout: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--source", str(fake_checkout), "--quick", "--exchange-args=--million --repeats 1"]
+    assert main(argv) == 0
+    readme = fake_checkout / "README.md"
+    assert calls(fake_checkout) == [
+        "store --quick",
+        "directory --quick",
+        "exchange --quick --million --repeats 1",
+        "matching --quick",
+        f"readme_table --readme {readme}",
+    ]
+    out = capsys.readouterr().out
+    for name in (*bench_cli.BENCHMARKS, bench_cli.TABLE, "total"):
+        assert re.search(rf"^  {name} +\d+\.\d s$", out, re.MULTILINE), name
+
+
+def test_tongban_bench_only_and_a_scratch_results_dir_leave_the_readme_alone(
+    fake_checkout: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scratch = tmp_path / "results"
+    argv = ["bench", "--source", str(fake_checkout), "--only", "matching", "directory", "--results-dir", str(scratch)]
+    assert main(argv) == 0
+    assert calls(fake_checkout) == [f"directory --results-dir {scratch}", f"matching --results-dir {scratch}"]
+    assert "README table not regenerated" in capsys.readouterr().out
+
+    (fake_checkout / "calls.txt").unlink()
+    readme = tmp_path / "trial-README.md"
+    argv = ["bench", "--source", str(fake_checkout), "--only", "matching", "--results-dir", str(scratch)]
+    assert main([*argv, "--readme", str(readme)]) == 0
+    assert calls(fake_checkout) == [
+        f"matching --results-dir {scratch}",
+        f"readme_table --readme {readme} --results-dir {scratch}",
+    ]
+
+
+def test_tongban_bench_stops_at_the_first_failure_with_its_exit_code(
+    fake_checkout: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FAIL_AT", "directory")
+    assert main(["bench", "--source", str(fake_checkout)]) == 3
+    assert [c.split()[0] for c in calls(fake_checkout)] == ["store", "directory"]  # no table from half a run
+    assert "bench.directory failed (exit 3)" in capsys.readouterr().err
+
+
+def test_tongban_bench_without_bench_says_where_to_run_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--source", str(tmp_path)]) == BenchmarksUnavailable.exit_code == 78
+    assert f"[{BenchmarksUnavailable.code}]" in capsys.readouterr().err
+    with pytest.raises(BenchmarksUnavailable):  # an installed package without a checkout beside it
+        bench_cli.find_checkout(tmp_path / "nowhere")
+    assert bench_cli.find_checkout(None) == ROOT  # this checkout: gateway is imported from it
+
+
+@pytest.mark.slow
+def test_tongban_bench_quick_runs_a_real_benchmark_and_writes_a_table(tmp_path: Path) -> None:
+    """`tongban bench --quick --only directory` from another directory: the real benchmark, its JSON
+    in a scratch directory, a table in a scratch README; the committed results and README untouched."""
+    committed = {p: p.read_bytes() for p in [ROOT / "README.md", *(ROOT / "bench" / "results").glob("*.json")]}
+    results, readme = tmp_path / "results", tmp_path / "README.md"
+    readme.write_text(README_TEXT, encoding="utf-8")
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "gateway", "bench", "--quick", "--only", "directory"),
+            *("--results-dir", str(results), "--readme", str(readme)),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [p.name for p in results.iterdir()] == ["directory.json"]
+    assert json.loads((results / "directory.json").read_text(encoding="utf-8"))["nodes"] == 300
+    assert "| `bench.directory` | verifying a national directory of 300 nodes" in readme.read_text(encoding="utf-8")
+    assert re.search(r"^  total +\d+\.\d s$", proc.stdout, re.MULTILINE)
+    assert {p: p.read_bytes() for p in committed} == committed

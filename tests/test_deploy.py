@@ -417,6 +417,20 @@ def test_systemd_unit_runs_the_real_serve_command_on_its_writable_node_directory
     assert dict(service)["RestartPreventExitStatus"] == str(ConfigError.exit_code)
 
 
+def test_systemd_unit_migrates_the_database_before_serving() -> None:
+    """`ExecStartPre=` runs `tongban node migrate` on the same configuration as `ExecStart=`."""
+    service = [(k, v) for s, k, v in unit() if s == "Service"]
+    (pre,) = [v for k, v in service if k == "ExecStartPre"]
+    (start,) = [v for k, v in service if k == "ExecStart"]
+    pre_argv, start_argv = shlex.split(pre), shlex.split(start)
+    assert pre_argv[0] == start_argv[0]
+    assert command_path(pre_argv[1:]) == ["node", "migrate"]
+    assert parses(pre_argv[1:]).config == parses(start_argv[1:]).config
+    keys = [k for k, _ in service]
+    assert keys.index("ExecStartPre") < keys.index("ExecStart")
+    assert dict(service)["TimeoutStartSec"].endswith("min"), "a long migration is part of starting"
+
+
 # --- Kubernetes ----------------------------------------------------------------------------------------
 
 
@@ -496,6 +510,28 @@ def test_deployment_runs_several_replicas_of_the_real_serve_command(
         "capabilities": {"drop": ["ALL"]},
     }
     assert pod["automountServiceAccountToken"] is False
+
+
+def test_an_init_container_migrates_the_database_before_the_node_starts(
+    container: dict[str, Any], pod: dict[str, Any], node_toml: config.NodeConfig
+) -> None:
+    """Every pod runs `tongban node migrate` first, from the node's own image, on the node's own
+    configuration and database; it needs no key (gateway.store.db: replicas take turns on a
+    PostgreSQL advisory lock, so several pods may run it at once)."""
+    (init,) = pod["initContainers"]
+    assert init["image"] == container["image"]
+    assert command_path(init["args"]) == ["node", "migrate"]
+    parses(init["args"])
+    env = {e["name"]: e for e in init["env"]}
+    assert set(env) <= known_environment()
+    node_env = {e["name"]: e for e in container["env"]}
+    assert env[ENV_CONFIG] == node_env[ENV_CONFIG]
+    assert env["TONGBAN_DATABASE_URL"] == node_env["TONGBAN_DATABASE_URL"]
+    assert keyfile.ENV_PASSPHRASE_FILE not in env
+    assert init["securityContext"] == container["securityContext"]
+    files = mounted(pod, init)
+    assert files == {env[ENV_CONFIG]["value"]: ("ConfigMap", "tongban-node-config", "node.toml")}
+    assert node_toml.database_url.startswith("postgresql://")
 
 
 def test_probes_run_the_real_health_command(container: dict[str, Any]) -> None:

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli import (
         audit,
         backup,
+        bench,
         case,
         cases,
         county,
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         county,
         web,
         backup,
+        bench,
     ):
         module.register(groups)
     # Tools that sit beside the gateway (the operators' `keys` tool, the county-file adapters)

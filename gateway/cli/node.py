@@ -12,13 +12,14 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric import x25519
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, select
 
 from gateway import config as config_mod
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SchemaOutOfDate
 from gateway.node import init_node, open_node
 from gateway.server import serve_forever
-from gateway.store.db import make_engine, require_current_schema
+from gateway.store.db import current_revision, make_engine, pending_migrations, require_current_schema, upgrade
+from gateway.store.schema import node_meta
 from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
 from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore, utc_now
@@ -151,6 +152,49 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else EXIT_UNHEALTHY
 
 
+def _database_owner(engine: Engine) -> str | None:
+    """The node id recorded in the database (``node init`` writes it), if it has one yet."""
+    if not inspect(engine).has_table(node_meta.name):
+        return None
+    with engine.connect() as conn:
+        value = conn.execute(select(node_meta.c.value).where(node_meta.c.key == "node_id")).scalar()
+    return None if value is None else str(value)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """Bring the configured database to this software's schema (see ``gateway.store.db.upgrade``)."""
+    cfg = config_mod.load(config_path(args))
+    engine = make_engine(cfg.database_url)
+    try:
+        owner = _database_owner(engine)
+        if owner is not None and owner != cfg.node_id:
+            raise ConfigError("the database belongs to a different node than this configuration names")
+        print(f"node:      {cfg.node_id}")
+        print(f"database:  {engine.dialect.name}")
+        if args.check:
+            before = current_revision(engine)
+            pending = pending_migrations(before)  # SchemaTooNew for an unknown revision
+            for revision, title in pending:
+                print(f"pending:   {revision}  {title}")
+            if pending:
+                raise SchemaOutOfDate(f"database is at {before or 'no revision'}, {len(pending)} migration(s) pending")
+            print(f"schema:    {before} (the head of this software; nothing to do)")
+            return 0
+        done = upgrade(engine)
+    finally:
+        engine.dispose()
+    for revision, title in done.applied:
+        print(f"applied:   {revision}  {title}")
+    if done.applied:
+        plural = "" if len(done.applied) == 1 else "s"
+        print(f"schema:    {done.before or 'empty'} -> {done.after} ({len(done.applied)} migration{plural} applied)")
+    else:
+        print(f"schema:    {done.after} -> {done.after} (already at the head of this software; nothing to do)")
+    if owner is None:
+        print(f"note:      the database records no node yet; create it with `tongban node init` (node {cfg.node_id})")
+    return 0
+
+
 def _rotate_data_key(args: argparse.Namespace) -> int:
     node = open_node(config_mod.load(config_path(args)))
     new_id = node.keyring.rotate()
@@ -204,6 +248,27 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--timeout", type=float, default=5.0, help="seconds to wait for the answer (default: %(default)s)"
     )
     health.set_defaults(handler=_health)
+
+    migrate = sub.add_parser(
+        "migrate",
+        help="upgrade the node's database to this software's schema (idempotent; run before `node serve`)",
+        description=(
+            "Apply the database migrations this software packages to the database the configuration "
+            "names, and print the revision found and the revision left (from -> to). Idempotent: at the "
+            "head it changes nothing. Safe to run from several processes at once: on PostgreSQL the "
+            "migrations run in one transaction under an advisory lock, so replicas starting together "
+            "migrate one after the other and all but the first find nothing to do. A database stamped "
+            "with a revision this software does not know (a newer Tongban migrated it) is refused and "
+            "left untouched (schema_too_new, exit 74). Needs only the configuration and the database, "
+            "no keys. Exit codes: 0 at head, 74 refused or failed (or, with --check, migrations "
+            "pending), 78 configuration error."
+        ),
+    )
+    add_config_argument(migrate)
+    migrate.add_argument(
+        "--check", action="store_true", help="only report the pending migrations; exit 74 if there are any"
+    )
+    migrate.set_defaults(handler=_migrate)
 
     info = sub.add_parser("info", help="show the node's identity (no personal data)")
     add_config_argument(info)
