@@ -9,7 +9,13 @@
   nodes, a test-suite's servers) can be collected in one place;
 * with ``TONGBAN_LOG_FORMAT=json`` (or ``json=True``), one JSON object per line instead of text:
   ``time``, ``level``, ``logger``, ``pid``, ``message``, then any ``extra={…}`` fields of the call,
-  and ``exception`` when there is one.
+  and ``exception`` when there is one;
+* **request ids**: a record made while a gRPC call (node-to-node or county API) or a web inbox
+  request is handled carries that request's id as ``request_id`` (a JSON field; `` request=<id>``
+  at the end of a text line). The id is the caller's ``x-request-id`` when it sends a well-formed
+  one, else one the node makes up, and is sent back (gRPC trailing metadata ``x-request-id``, HTTP
+  header ``X-Request-Id``), so one request's lines can be found across a county system's logs and
+  the node's. See :data:`REQUEST_ID` and :func:`request_id_from`.
 
 Logs never contain personal data (SPEC §7): code logs identifiers, counts and error codes, never
 names, ID numbers, birth dates or phones. :class:`RedactIds` is the last line of defence on every
@@ -21,10 +27,12 @@ if it does.
 
 from __future__ import annotations
 
+import contextvars
 import json as jsonlib
 import logging
 import os
 import re
+import secrets
 import sys
 import threading
 from datetime import UTC, datetime
@@ -54,6 +62,42 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__di
     "asctime",
     "taskName",
 }
+
+
+# --- request ids ------------------------------------------------------------------------------------
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("tongban_request_id", default=None)
+"""The id of the request being handled in this context (set by the gRPC servers' and the web inbox's
+request handling); every log record made meanwhile carries it as ``request_id``."""
+
+REQUEST_ID_HEADER = "x-request-id"
+_WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id_from(offered: str | None) -> str:
+    """The id of a new request: the caller's, if it offered a well-formed one (1–64 letters,
+    digits, ``. _ : -`` — never anything that could smuggle text into a log line), else a fresh
+    random one (16 hex digits)."""
+    if offered is not None and _WELL_FORMED_ID.fullmatch(offered) and not ID_SHAPED.search(offered):
+        return offered
+    return secrets.token_hex(8)
+
+
+def _stamp_request_id(factory: Any) -> Any:
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = factory(*args, **kwargs)
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            record.request_id = request_id
+        return record
+
+    make.tongban_request_ids = True  # type: ignore[attr-defined]
+    return make
+
+
+# Every record, whichever handler (ours, a test harness's) receives it, so installed once at import.
+if not getattr(logging.getLogRecordFactory(), "tongban_request_ids", False):
+    logging.setLogRecordFactory(_stamp_request_id(logging.getLogRecordFactory()))
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -138,11 +182,20 @@ class JsonFormatter(logging.Formatter):
         return jsonlib.dumps(entry, ensure_ascii=False, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """The text line, with `` request=<id>`` at the end while a request is handled."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request_id = getattr(record, "request_id", None)
+        return f"{line} request={request_id}" if request_id else line
+
+
 def formatter(*, json: bool, with_pid: bool) -> logging.Formatter:
     """The formatter :func:`configure` uses: JSON, or text (with the process id for files)."""
     if json:
         return JsonFormatter()
-    return logging.Formatter(FILE_TEXT_FORMAT if with_pid else TEXT_FORMAT)
+    return TextFormatter(FILE_TEXT_FORMAT if with_pid else TEXT_FORMAT)
 
 
 def _format_from_env() -> bool:

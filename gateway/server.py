@@ -61,8 +61,9 @@ from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Connection
-from tongban.v1 import common_pb2, custody_pb2, envelope_pb2, node_pb2, node_pb2_grpc, relay_pb2_grpc
+from tongban.v1 import common_pb2, custody_pb2, envelope_pb2, node_pb2, node_pb2_grpc, relay_pb2, relay_pb2_grpc
 
 from gateway import audit
 from gateway.cases.custody_hook import CaseCustody
@@ -84,7 +85,7 @@ from gateway.exchange.transport import GrpcTransport, Transport
 from gateway.metrics import MetricsServer
 from gateway.node import Node
 from gateway.status import custody_status, exchange_status, public_message
-from gateway.trust.interceptor import PeerAuthInterceptor, authenticated_peer
+from gateway.trust.interceptor import PeerAuthInterceptor, RequestIdInterceptor, authenticated_peer
 from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
 from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore, utc_now
@@ -342,7 +343,7 @@ class NodeServer:
         self._transport: Transport | None = None
         poll = cfg.exchange_poll_seconds if delivery_poll_interval is None else delivery_poll_interval
         disabled = ""
-        interceptors: list[grpc.ServerInterceptor] = []  # type: ignore[type-arg]
+        interceptors: list[grpc.ServerInterceptor] = [RequestIdInterceptor()]  # type: ignore[type-arg]
         credentials: grpc.ServerCredentials | None = None
         if self.tls:
             store = trust or TrustStore.from_config(cfg)
@@ -445,6 +446,10 @@ class NodeServer:
         )
         if self.relay is not None:
             relay_pb2_grpc.add_RelayServicer_to_server(self.relay, self._server)
+        services = [health.SERVICE_NAME, node_pb2.DESCRIPTOR.services_by_name["NodeExchange"].full_name]
+        if self.relay is not None:
+            services.append(relay_pb2.DESCRIPTOR.services_by_name["Relay"].full_name)
+        reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], self._server)
         if credentials is not None:
             port = self._server.add_secure_port(cfg.listen, credentials)
         else:

@@ -50,6 +50,8 @@ from typing import Any, NoReturn, cast
 
 import grpc
 from cryptography import x509
+from grpc_health.v1 import health
+from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from tongban.v1 import common_pb2, county_pb2, county_pb2_grpc
@@ -94,7 +96,7 @@ from gateway.node import Node
 from gateway.reconcile import store as findings_store
 from gateway.roster import intake
 from gateway.status import county_status, public_message
-from gateway.trust.interceptor import OPEN_SERVICES, guarded, service_of
+from gateway.trust.interceptor import OPEN_SERVICES, RequestIdInterceptor, guarded, service_of
 from gateway.trust.store import utc_now
 from gateway.wire import node_info_to_wire
 
@@ -691,8 +693,12 @@ def county_server(
         )
         county_ca = ca.certificate
     interceptor = CountyAuthInterceptor(node.engine, load_permissions(), county_ca=county_ca)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=[interceptor])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=[RequestIdInterceptor(), interceptor]
+    )
     county_pb2_grpc.add_CountyServicer_to_server(CountyServicer(node, cases=cases), server)
+    county = county_pb2.DESCRIPTOR.services_by_name["County"].full_name
+    reflection.enable_server_reflection([county, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {listen} (county.listen)")

@@ -5,11 +5,10 @@ Mutual TLS (:mod:`gateway.trust.tls`) proves only that a caller holds *some* cer
 active in the current directory", before any handler runs:
 
 1. The method's service is looked up. Only the services in :data:`OPEN_SERVICES` (the gRPC health
-   service, which carries no data) run without a directory peer. **Every other service requires
-   one** — ``tongban.v1.NodeExchange``, and for now ``tongban.v1.County`` too (county-system
-   authentication arrives with its own issue; until then only a directory node can reach it over
-   the mTLS port), and any service added later: failing closed, a new service is never open by
-   accident.
+   service and server reflection, which carry no data) run without a directory peer. **Every other
+   service requires one** — ``tongban.v1.NodeExchange``, ``tongban.v1.Relay``, and any service
+   added later: failing closed, a new service is never open by accident. (On an enrolled node the
+   TLS handshake already requires a certificate of a directory CA, so "open" means open to those.)
 2. The peer certificate is read from ``context.auth_context()["x509_pem_cert"]``; none →
    :class:`~gateway.errors.PeerNotAuthenticated`.
 3. The store's current directory is taken (``DirectoryUnavailable`` / ``DocumentExpired``).
@@ -35,6 +34,7 @@ from typing import Any, cast
 
 import grpc
 
+from gateway import logs
 from gateway.errors import (
     PeerNotAuthenticated,
     TrustError,
@@ -45,7 +45,9 @@ from gateway.trust.verifier import Directory
 
 log = logging.getLogger("tongban.auth")
 
-OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
+# Callable without credentials: the health service (probes) and server reflection (the service
+# definitions, which are the project's public .proto files; no data).
+OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
 
 _PEER: contextvars.ContextVar[NodeEntry | None] = contextvars.ContextVar("tongban_authenticated_peer", default=None)
 
@@ -111,6 +113,33 @@ class PeerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         call_context = contextvars.copy_context()
         call_context.run(_PEER.set, entry)
         return call_context
+
+
+class RequestIdInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Give every call a request id (:func:`gateway.logs.request_id_from`: the caller's well-formed
+    ``x-request-id``, else a new one), set for the handler's log records (:data:`gateway.logs.REQUEST_ID`)
+    and sent back as trailing metadata ``x-request-id`` — refusals included, as it runs outermost."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],  # type: ignore[type-arg]
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:  # type: ignore[type-arg]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        offered = next(
+            (str(v) for k, v in (handler_call_details.invocation_metadata or ()) if k == logs.REQUEST_ID_HEADER), None
+        )
+        return guarded(handler, lambda context: _with_request_id(context, offered))
+
+
+def _with_request_id(context: grpc.ServicerContext, offered: str | None) -> contextvars.Context:
+    request_id = logs.request_id_from(offered)
+    context.set_trailing_metadata(((logs.REQUEST_ID_HEADER, request_id),))
+    call_context = contextvars.copy_context()
+    call_context.run(logs.REQUEST_ID.set, request_id)
+    return call_context
 
 
 def _in_context(call_context: contextvars.Context, responses: Iterator[Any]) -> Iterator[Any]:

@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jinja2
 
-from gateway import audit
+from gateway import audit, logs
 from gateway.cases import lifecycle as lc
 from gateway.cases.clock import WorkCalendar, due_dates
 from gateway.cases.reasons import ReasonAction, load_reasons
@@ -232,13 +232,24 @@ class WebInbox:
     # --- WSGI ---------------------------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        # The request's id (the proxy's X-Request-Id if well formed, else a new one) on every log
+        # record made while it is handled, and sent back (gateway.logs).
+        request_id = logs.request_id_from(environ.get("HTTP_X_REQUEST_ID"))
+        token = logs.REQUEST_ID.set(request_id)
         try:
             response = self._route(environ)
         except Exception as exc:  # noqa: BLE001 - a page must never leak a traceback; logged by type only
             log.error("web inbox: request failed (%s)", type(exc).__name__)
             response = self._page(HTTPStatus.INTERNAL_SERVER_ERROR, "error.html", None, message="系统内部错误。")
+        finally:
+            logs.REQUEST_ID.reset(token)
         reason = HTTPStatus(response.status).phrase
-        headers = [*_SECURITY_HEADERS, *response.headers, ("Content-Length", str(len(response.body)))]
+        headers = [
+            *_SECURITY_HEADERS,
+            *response.headers,
+            ("Content-Length", str(len(response.body))),
+            ("X-Request-Id", request_id),
+        ]
         start_response(f"{response.status} {reason}", headers)
         return iter([response.body])
 
