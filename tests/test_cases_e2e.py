@@ -85,6 +85,11 @@ def flagged(world: World, node_id: str, case_id: str) -> bool:
     return state(world, node_id, case_id)[3] == "duplicate_application"
 
 
+def holds(world: World, node_id: str, case_id: str) -> bool:
+    """Whether ``node_id``'s own custody view names it the holder (`tongban custody show`)."""
+    return f"holder  {node_id}\n" in run("custody", "show", case_id, *cfg_arg(world, node_id))
+
+
 def synced(world: World, node_id: str, case_id: str, status: lc.Status) -> bool:
     run("case", "inbox", *cfg_arg(world, node_id))  # every command applies the inbox first
     return state(world, node_id, case_id)[0] is status
@@ -113,6 +118,9 @@ def test_an_orphan_case_crosses_provinces_and_comes_back_decided(world: World, t
     month = datetime.now(UTC).strftime("%Y-%m")
     run("case", "decide", case_id, "--approve", "--payment-month", month, *cfg_arg(world, NB))
     eventually(lambda: synced(world, LJ, case_id, lc.Status.RESULT_DELIVERED), what="the result at 两江新区")
+    # The decision and the custody handback travel as separate messages: 两江新区 may act once it
+    # holds the case again (before that, notify is refused with custody_not_permitted).
+    eventually(lambda: holds(world, LJ, case_id), what="custody back at 两江新区")
     run("case", "notify", case_id, *cfg_arg(world, LJ))
     run("case", "close", case_id, *cfg_arg(world, LJ))
     eventually(lambda: synced(world, NB, case_id, lc.Status.CLOSED), what="the close at 南部县")
