@@ -2,7 +2,7 @@
 
     python -m bench.matching [--quick] [--sizes 10000,50000,100000] [--overlaps 0.5,0.9]
                              [--repeats 3] [--seed 2026] [--results-dir DIR] [--keep DIR]
-                             [--feedback PATH]
+                             [--feedback PATH] [--single-births]
 
 For every size × overlap, :mod:`gateway.synth.ledgers` generates a registration ledger and a
 residence ledger of that many rows each (untimed), written as the national CSV export; then
@@ -25,6 +25,14 @@ Goal, printed as met / NOT met: F1 ≥ 0.99 overall, recall ≥ 0.95 on every ki
 the failing kinds and the worst misses and false links of each are printed — row numbers and
 kinds only, never a name or a number (``--keep DIR`` keeps the ledgers so the rows can be looked
 at; the same seed regenerates them byte for byte). Results go to ``bench/results/matching.json``.
+
+``--single-births`` also measures, in this process and apart from the goal, the matcher's
+single-birth rule (:mod:`gateway.matching.matcher`, "Single births") with the registration knowledge
+it needs, which ``tongban match`` does not have: the registration ledger's edit masks
+(``Encoder.name_edits``) and which of its children are single births, known two ways — from the
+registration ledger alone (no other row with the same guardian, county and birth date: all the file
+can tell, and unsafe, since a co-twin may live elsewhere) and from a household register (that, and
+no co-twin in the residence ledger: the generator's truth).
 """
 
 from __future__ import annotations
@@ -32,10 +40,13 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
+import hashlib
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +58,26 @@ from adapters.calibrate_cli import (
     run_match,
     score_links,
 )
+from adapters.match_cli import entries_of
+from adapters.tabular import read_table
 from bench.common import format_table, machine_info, max_rss_bytes, measure, mib, si, traced_peak, write_result
 from gateway.domain import idnumber
+from gateway.matching import Encoder, match
 from gateway.matching.evaluate import Link, evaluate
-from gateway.synth.ledgers import COL_ID, KINDS, LedgerFiles, LedgerSpec, generate_ledgers, write_ledger_files
+from gateway.synth.export import CSV_HEADER
+from gateway.synth.ledgers import (
+    COL_BIRTH,
+    COL_ID,
+    ID_KINDS,
+    KINDS,
+    TWIN,
+    LedgerFiles,
+    LedgerPair,
+    LedgerSpec,
+    generate_ledgers,
+    iter_rows,
+    write_ledger_files,
+)
 
 SIZES = (10_000, 50_000, 100_000)
 OVERLAPS = (0.5, 0.9)
@@ -80,6 +107,68 @@ def id_join(files: LedgerFiles) -> list[Link]:
     return [Link(row, res[number], "matched", 1.0) for number, row in reg.items() if number in res]
 
 
+# --- what if the registration node knew its single births ---------------------------------------------
+
+#: Where the registration node's knowledge of single births comes from (module docstring).
+SINGLE_BIRTH_SOURCES = ("ledger", "household")
+# A household as the registration ledger shows it: registration county and guardian (name, phone).
+_HOUSEHOLD_COLUMNS = (*(CSV_HEADER.index(c) for c in ("户籍地", "监护人姓名", "监护人联系电话")), COL_BIRTH)
+
+
+def single_births(pair: LedgerPair, source: str) -> list[bool]:
+    """Per registration row: whether it counts as a single birth under ``source`` (module docstring).
+
+    ``ledger``: no other registration row has the same registration county, guardian (name and
+    phone) and birth date; a row without a guardian never counts. ``household``: also not the
+    registration side of a twin sibling link (the co-twin is in the residence ledger)."""
+    keys = [tuple(cells[c] for c in _HOUSEHOLD_COLUMNS) for cells in iter_rows(pair.registration_lines)]
+    seen = Counter(keys)
+    single = [bool(key[1]) and seen[key] == 1 for key in keys]
+    if source == "household":
+        for link in pair.siblings:
+            if link.relation == TWIN:
+                single[link.registration_row - 1] = False
+    elif source != "ledger":
+        raise ValueError(f"unknown source of single births: {source}")
+    return single
+
+
+def single_birth_runs(pair: LedgerPair, files: LedgerFiles) -> dict[str, Any]:
+    """Match the ledgers in this process with the registration side's edit masks and single births
+    (each source of :data:`SINGLE_BIRTH_SOURCES`), and score the links as the pipeline's are."""
+    key = hashlib.sha256(b"bench.matching: single births").digest()  # fixed: the figures repeat
+    encoder = Encoder(key)
+    registration = read_table(files.registration)
+    left, _ = entries_of(registration, key, encoder)
+    right, _ = entries_of(read_table(files.residence), key, encoder)
+    edits = [encoder.name_edits(row.get("name", "")) for _, row in registration.rows()]
+    out: dict[str, Any] = {}
+    for source in SINGLE_BIRTH_SOURCES:
+        single = single_births(pair, source)
+        entries = [replace(e, single_birth=s, name_edits=x) for e, s, x in zip(left, single, edits, strict=True)]
+        started = time.perf_counter()
+        result = match(entries, right)
+        seconds = time.perf_counter() - started
+        links = [Link(int(x.left), int(x.right), x.band.value, x.score) for x in result.links]
+        scored = evaluate(
+            pair.truth,
+            links,
+            registration_valid_id=_valid_rows(pair.registration_valid_id),
+            residence_valid_id=_valid_rows(pair.residence_valid_id),
+            siblings=pair.siblings,
+            kinds_order=KINDS,
+            context_kinds=ID_KINDS,
+        )
+        out[source] = {
+            "single_births": sum(single),
+            "match_s": seconds,
+            "evaluation": scored.to_json(examples=False),
+            "failing_kinds": scored.failing_kinds(GOAL_KIND_RECALL),
+            "goal_met": goal_met(scored),
+        }
+    return out
+
+
 # --- one size × overlap ---------------------------------------------------------------------------------
 
 
@@ -87,7 +176,9 @@ def _valid_rows(flags: Sequence[bool]) -> set[int]:
     return {i for i, ok in enumerate(flags, start=1) if ok}
 
 
-def one_run(spec: LedgerSpec, workdir: Path, repeats: int, matcher: bool) -> dict[str, Any]:
+def one_run(
+    spec: LedgerSpec, workdir: Path, repeats: int, matcher: bool, *, with_single_births: bool = False
+) -> dict[str, Any]:
     started = time.perf_counter()
     pair = generate_ledgers(spec)
     files = write_ledger_files(pair, workdir)
@@ -143,6 +234,8 @@ def one_run(spec: LedgerSpec, workdir: Path, repeats: int, matcher: bool) -> dic
     out["evaluation"] = result.to_json()
     out["failing_kinds"] = result.failing_kinds(GOAL_KIND_RECALL)
     out["goal_met"] = goal_met(result)
+    if with_single_births:
+        out["single_births"] = single_birth_runs(pair, files)
     return out
 
 
@@ -224,6 +317,36 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
             rows.append([f"  {kind}", *cells])
         rows.append(["  goal", *("met" if r["goal_met"] else "NOT met" for r in runs)])
     return format_table(header, rows)
+
+
+def single_births_table(runs: list[dict[str, Any]]) -> str:
+    """The ``--single-births`` figures: per source of the knowledge, what the single-birth rule gives."""
+    shown = [r for r in runs if "single_births" in r]
+    if not shown:
+        return ""
+    rows: list[list[str]] = []
+    for source in SINGLE_BIRTH_SOURCES:
+        figures = [r["single_births"][source] for r in shown]
+        rows.append([f"SINGLE BIRTHS FROM THE {source.upper()}"])
+        rows.append(["  single births known", *(f"{f['single_births']:,}" for f in figures)])
+        rows.append(["  match (in process)", *(f"{f['match_s']:.2f} s" for f in figures)])
+        for key in ("precision", "recall", "f1"):
+            rows.append([f"  {key}", *(_pct(f["evaluation"]["overall"][key]) for f in figures)])
+        rows.append(
+            [
+                "  twins/siblings auto-linked",
+                *(
+                    f"{f['evaluation']['sibling_auto_matched'].get('twin', 0)}/"
+                    f"{f['evaluation']['sibling_auto_matched'].get('sibling', 0)}"
+                    for f in figures
+                ),
+            ]
+        )
+        for kind in ("typo", "truncated", "stacked", "id_missing", "id_mistyped"):
+            rows.append([f"  {kind}", *(_pct(f["evaluation"]["kinds"][kind]["recall"]) for f in figures)])
+        rows.append(["  failing kinds", *(", ".join(f["failing_kinds"]) or "none" for f in figures)])
+        rows.append(["  goal", *("met" if f["goal_met"] else "NOT met" for f in figures)])
+    return format_table(["what if (not the goal)", *(_label(r) for r in shown)], rows)
 
 
 def failures_report(runs: list[dict[str, Any]]) -> str:
@@ -338,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep each run's ledgers, truth and links in DIR")
     parser.add_argument("--feedback", type=Path, metavar="PATH", help="also write the failure report as Markdown")
+    parser.add_argument(
+        "--single-births",
+        action="store_true",
+        help="also measure the single-birth rule with registration knowledge tongban match lacks (not the goal)",
+    )
     args = parser.parse_args(argv)
     sizes = (QUICK_ROWS,) if args.quick else args.sizes
     overlaps = (QUICK_OVERLAP,) if args.quick else args.overlaps
@@ -355,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                 workdir = (args.keep or Path(tmp)) / f"{rows}-{round(overlap * 100)}"
                 print(f"bench.matching: {rows:,} rows × 2 ledgers, overlap {overlap:.0%} …", file=sys.stderr)
                 try:
-                    runs.append(one_run(spec, workdir, repeats, matcher))
+                    runs.append(one_run(spec, workdir, repeats, matcher, with_single_births=args.single_births))
                 except MatcherUnavailable as exc:
                     matcher, matcher_reason = False, str(exc)
                     print(f"bench.matching: {exc}; measuring the reference only", file=sys.stderr)
@@ -372,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "quick": args.quick,
             "examples_per_kind": EXAMPLES,
+            "single_births": args.single_births,
         },
         "goal": {"f1": GOAL_F1, "kind_recall": GOAL_KIND_RECALL, "twins_auto_matched": 0},
         "pipeline": "tongban match REGISTRATION RESIDENCE --out LINKS.csv (in process)" if matcher else None,
@@ -391,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
             f"GOAL (F1 ≥ {GOAL_F1}, recall ≥ {GOAL_KIND_RECALL} on every kind, no twin auto-linked): "
             + ("met" if met else "NOT met")
         )
+        table = single_births_table(runs)
+        if table:
+            print()
+            print(table)
         report = failures_report(runs)
         if report:
             print()

@@ -19,14 +19,19 @@ from gateway.matching.bloom import (
     BIRTH,
     BIRTH_MD_BITS,
     BIRTH_NEAR_BITS,
+    EDIT_POSITIONS,
     NAME_CHARS,
+    NAME_EDITS_BYTES,
     NAME_PINYIN,
     Encoder,
     dice,
     fill_ratio,
+    name_edit_tokens,
     split_birth,
     split_name,
+    split_name_edits,
 )
+from gateway.matching.names import normalise_name
 from gateway.synth import SynthSpec, generate
 from gateway.synth.names import NameMaker
 
@@ -178,3 +183,43 @@ def test_field_specs_have_power_of_two_sizes() -> None:
     for spec in (NAME_CHARS, NAME_PINYIN, BIRTH):
         assert spec.bits & (spec.bits - 1) == 0
         assert 1 <= spec.k <= 16
+
+
+def _contained(mask: bytes, filter_bytes: bytes) -> bool:
+    return all(m & f == m for m, f in zip(mask, filter_bytes, strict=True))
+
+
+def test_name_edits_keep_the_tokens_one_character_edit_leaves() -> None:
+    """The registration side's edit masks (never sent): for each position but the first, the bits of
+    the tokens that do not involve that character — set in the names one character away, not in a
+    name that shares only the surname."""
+    assert name_edit_tokens(normalise_name("王子涵")) == [
+        ["u:王", "u:涵", "b:^王", "b:涵$"],
+        ["u:王", "u:子", "b:^王", "b:王子"],
+    ]
+    assert name_edit_tokens(normalise_name("王涵")) == []  # two characters: nothing but the surname would be left
+    assert name_edit_tokens(normalise_name("zhang xiaoming")) == []  # no characters
+    assert len(name_edit_tokens(normalise_name("阿依古丽·买买提江"))) == EDIT_POSITIONS  # never the first
+    enc = Encoder(KEY)
+    edits = enc.name_edits("王子涵")
+    assert len(edits) == NAME_EDITS_BYTES == 1 + (1 + EDIT_POSITIONS) * NAME_CHARS.nbytes
+    cut, masks = split_name_edits(edits) or (b"", [])
+    assert [any(m) for m in masks] == [True, True] + [False] * (EDIT_POSITIONS - 2)
+    assert split_name_edits(enc.name_edits("王涵")) == (bytes(16), [bytes(16)] * EDIT_POSITIONS)
+
+    def chars(name: str) -> bytes:
+        return (split_name(enc.name(name)) or (b"", b""))[0]
+
+    assert cut == chars("王子") != chars("王涵")
+
+    for other, position in [("王子轩", 1), ("王奕涵", 0), ("王子", 1), ("王涵", 0), ("王子涵宇", 1)]:
+        assert _contained(masks[position], chars(other)), other
+    for stranger in ["王明轩", "李子涵", "王一"]:
+        assert not any(_contained(m, chars(stranger)) for m in masks if any(m)), stranger
+    assert split_name_edits(b"") is None
+
+
+@pytest.mark.parametrize("encoding", [b"\x03" * 10, bytes([2]) + bytes(NAME_EDITS_BYTES - 1)], ids=["size", "version"])
+def test_name_edits_of_unknown_layout_are_refused(encoding: bytes) -> None:
+    with pytest.raises(ValueError, match="unknown layout"):
+        split_name_edits(encoding)

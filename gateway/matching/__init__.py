@@ -8,9 +8,13 @@ The public API (everything a caller needs; no database, no gRPC, numpy only)::
         Deterministic; fixed sizes (49 and 17 bytes); ``birth_date=None`` gives an all-zero
         (unknown) birth filter. See :mod:`gateway.matching.bloom` for the layout.
 
-    Entry(ref, id_token=b"", name_encoding=b"", birth_encoding=b"", sex=None, birth_year_month=None)
+    Entry(ref, id_token=b"", name_encoding=b"", birth_encoding=b"", sex=None, birth_year_month=None,
+          single_birth=False, name_edits=b"")
         One record as the matcher sees it: nothing in clear but sex and year-month. ``id_token`` is
-        ``tokens.id_token(pair key, ID)`` for a valid ID, ``b""`` otherwise.
+        ``tokens.id_token(pair key, ID)`` for a valid ID, ``b""`` otherwise. ``single_birth`` and
+        ``name_edits`` are the registration side's own knowledge (refused on the right, never sent):
+        ``Encoder(key).name_edits(plain name)``, and ``True`` only when the household register —
+        not merely the ledger — says no sibling was born within a day of the child.
 
     Thresholds(auto=0.85, review=0.65, margin=0.1)
     Band.MATCHED / Band.REVIEW / Band.NOT_FOUND
@@ -23,7 +27,9 @@ The public API (everything a caller needs; no database, no gRPC, numpy only)::
         left = the registration ledger, right = the residence notices. Exact on equal non-empty
         id_token (one to one), then fuzzy on the rest; two entries with different non-empty
         id_tokens, or two different known sexes, are never linked; an automatic match needs
-        score ≥ auto and a margin over the next-best candidate of either entry; below auto never auto-links. See
+        score ≥ auto, a margin over the next-best candidate of either entry and names that sound
+        the same (or, for a known single birth, a one-character edit of its name born the same
+        day); below auto never auto-links. See
         :mod:`gateway.matching.matcher` for the score and :mod:`gateway.matching.names` for the
         normalisation of names.
 

@@ -53,15 +53,30 @@ agreement two dates have (a single Dice over mixed tokens cannot):
 
 Segment positions come from the big-endian 32-bit words of the HMAC, mod the segment size.
 
+Name edits (registration side only)
+-----------------------------------
+The registration node holds its ledger in plain and describes, for the matcher's single-birth rule
+(:mod:`gateway.matching.matcher`), the one-character edits of each ledger name:
+:meth:`Encoder.name_edits` gives, for each position ``p`` = 1 … :data:`EDIT_POSITIONS` of a name of
+three characters or more (never the first), the ``name_chars`` bits of the tokens that do not involve
+character ``p`` (:func:`name_edit_tokens`: for 王子涵 at ``p`` = 2, ``u:王 u:子 b:^王 b:王子``). A
+notice whose character filter holds all of them is that name with character ``p`` replaced, dropped
+or followed by another; one whose character filter *equals* the name's without its last character
+(also given) is that name cut short. These bytes stay with the registration node: they are not a
+notice field.
+
 Layout
 ------
 Both encodings start with a layout byte (:data:`LAYOUT_VERSION`) and have fixed sizes::
 
     name_encoding  (49 bytes) = version ‖ name_chars (16 bytes) ‖ name_pinyin (32 bytes)
     birth_encoding (17 bytes) = version ‖ birth (16 bytes)
+    name_edits    (113 bytes) = version ‖ cut-short name_chars (16 bytes) ‖ 6 × name_chars mask
+                                (16 bytes each; all zero: no such name or position)
 
 An all-zero filter means "unknown" (no name characters, no date). Anything else — another size or
-version — is refused by :func:`split_name` / :func:`split_birth` with ``ValueError``.
+version — is refused by :func:`split_name`, :func:`split_birth` and :func:`split_name_edits` with
+``ValueError``.
 """
 
 from __future__ import annotations
@@ -107,10 +122,13 @@ BIRTH_NEAR_BITS = 56
 BIRTH_MD_BITS = 16
 BIRTH_DATE_K = BIRTH.k
 BIRTH_MD_K = 3
+#: One-character edits of a registration-ledger name are described at positions 1 … EDIT_POSITIONS.
+EDIT_POSITIONS = 6
 NAME_FIELDS = (NAME_CHARS, NAME_PINYIN)
 BIRTH_FIELDS = (BIRTH,)
 NAME_ENCODING_BYTES = 1 + sum(f.nbytes for f in NAME_FIELDS)
 BIRTH_ENCODING_BYTES = 1 + sum(f.nbytes for f in BIRTH_FIELDS)
+NAME_EDITS_BYTES = 1 + (1 + EDIT_POSITIONS) * NAME_CHARS.nbytes
 
 if BIRTH.bits != BIRTH_DAY_BITS + BIRTH_NEAR_BITS + BIRTH_MD_BITS:
     raise RuntimeError("the birth segments must fill the birth filter")
@@ -141,6 +159,24 @@ def name_pinyin_tokens(name: NormalisedName) -> list[str]:
         return []
     padded = f"^{letters}$"
     return [f"l:{padded[i : i + 2]}" for i in range(len(padded) - 1)]
+
+
+def name_edit_tokens(name: NormalisedName) -> list[list[str]]:
+    """For a name of three characters or more, and each position ``p`` = 1 … ``EDIT_POSITIONS`` of its
+    characters (never the first), the character tokens (:func:`name_char_tokens`) that do not involve
+    the character at ``p``: what a name with that one character replaced, dropped or followed by
+    another still has in common with this one. ``[]`` for a shorter name or one typed in pinyin."""
+    chars = name.chars
+    if len(chars) < 3:
+        return []
+    padded = f"^{chars}$"
+    out: list[list[str]] = []
+    for p in range(1, min(len(chars), EDIT_POSITIONS + 1)):
+        unigrams = [f"u:{c}" for q, c in enumerate(chars) if q != p]
+        # padded[b : b + 2] holds characters b - 1 and b: it involves character p when b is p or p + 1.
+        bigrams = [f"b:{padded[b : b + 2]}" for b in range(len(padded) - 1) if b not in (p, p + 1)]
+        out.append(unigrams + bigrams)
+    return out
 
 
 def _lunar_as_solar(d: date) -> date | None:
@@ -274,6 +310,7 @@ class Encoder:
         self._day = SegmentEncoder(key, "birth_date", BIRTH_DAY_BITS, BIRTH_DATE_K)
         self._md = SegmentEncoder(key, "birth_md", BIRTH_MD_BITS, BIRTH_MD_K)
         self._names: dict[str, bytes] = {}
+        self._edits: dict[str, bytes] = {}
         self._births: dict[date, bytes] = {}
         # Masks of the pieces a name's tokens are made of (see the module docstring, "Speed").
         self._char_masks: dict[str, int] = {}  # u:c
@@ -342,6 +379,23 @@ class Encoder:
                 self._names[name] = out
         return out
 
+    def name_edits(self, name: str) -> bytes:
+        """The registration side's own description of a ledger name's one-character edits (it never
+        travels; see :func:`split_name_edits`): the version byte, the ``name_chars`` filter of the
+        name without its last character, and for each position of :func:`name_edit_tokens` the
+        ``name_chars`` bits of the tokens that do not involve that character — all zero for a name
+        of one or two characters or typed in pinyin, and past the end of the name."""
+        out = self._edits.get(name)
+        if out is None:
+            normalised = normalise_name(name)
+            masks = [self._chars.filter(tokens) for tokens in name_edit_tokens(normalised)]
+            cut = self._chars_mask(normalised.chars[:-1]) if masks else 0
+            padding = bytes(NAME_CHARS.nbytes) * (EDIT_POSITIONS - len(masks))
+            out = _VERSION_BYTE + cut.to_bytes(NAME_CHARS.nbytes, "big") + b"".join(masks) + padding
+            if len(self._edits) < self._CACHE_LIMIT:
+                self._edits[name] = out
+        return out
+
     def birth(self, birth_date: date | None) -> bytes:
         if birth_date is None:
             return _VERSION_BYTE + bytes(BIRTH.nbytes)
@@ -387,6 +441,18 @@ def split_birth(encoding: bytes) -> bytes | None:
     if len(encoding) != BIRTH_ENCODING_BYTES or encoding[0] != LAYOUT_VERSION:
         raise ValueError("birth encoding has an unknown layout")
     return encoding[1:]
+
+
+def split_name_edits(encoding: bytes) -> tuple[bytes, list[bytes]] | None:
+    """The cut-short filter and the ``EDIT_POSITIONS`` masks of a :meth:`Encoder.name_edits` encoding
+    (all zero: none); ``None`` for ``b""`` (not given). ``ValueError`` for any other size or layout
+    version."""
+    if not encoding:
+        return None
+    if len(encoding) != NAME_EDITS_BYTES or encoding[0] != LAYOUT_VERSION:
+        raise ValueError("name edits have an unknown layout")
+    n = NAME_CHARS.nbytes
+    return encoding[1 : 1 + n], [encoding[1 + n * (p + 1) : 1 + n * (p + 2)] for p in range(EDIT_POSITIONS)]
 
 
 def fill_ratio(filter_bytes: bytes) -> float:

@@ -29,16 +29,46 @@ Stages, in order:
    wrong date with another name is nobody. The weights were fitted on the synthetic ledgers of
    :mod:`gateway.synth.ledgers`: a clean pair scores ≈1.2, one name *or* date error ≥ 0.85. A
    missing name counts ``NEUTRAL_NAME``, a missing birth date ``NEUTRAL_BIRTH``: a pair with a
-   missing field can reach review but not ``auto`` with the default thresholds.
+   missing field can reach review but not ``auto`` with the default thresholds. For a left entry
+   known to be a single birth, an edit of its name born the same day ("Single births", below)
+   counts at least ``NAME_EDIT`` as its name part.
 3. **Assignment** — candidate pairs by descending (unclipped) score, ties by position, each entry
    used once (greedy). A pair is ``matched`` when ``score ≥ auto``, **the names sound the same**
    (identical pinyin filters: the same name, a homophone, traditional characters, a name typed in
-   pinyin), it beats the next-best candidate of *either* entry by at least ``margin`` — leaving out
-   the candidates whose other entry is already linked automatically (to a candidate scoring at least
+   pinyin), or the notice's name is an *edit* of a known single birth's ("Single births", below);
+   it beats the next-best candidate of *either* entry by at least ``margin`` — leaving out the
+   candidates whose other entry is already linked automatically (to a candidate scoring at least
    as high: it is explained by its own link, e.g. a namesake born on the same month–day in another
    year, the competitor of a year typo) — **and no co-twin look-alike is left over** (below);
    otherwise ``review`` when ``score ≥ review``; else it is not linked. A candidate below ``auto``
    is never auto-linked.
+
+Single births. The registration node holds its children in plain and may know, from its household
+register, that a child has no sibling born within a day (``Entry.single_birth``); it can also say
+which character tokens a one-character edit of the child's name would keep (``Entry.name_edits``,
+:meth:`gateway.matching.Encoder.name_edits`: for each position but the first, the ``name_chars``
+bits of the tokens that do not involve that character, and the character filter of the name cut
+short). For such a left entry a notice name is an **edit** when its character filter equals the
+ledger name's cut short (王子涵 → 王子), or when, for some position, all those bits are set in it and
+it sets at most ``EDIT_EXTRA_BITS`` bits the ledger name does not (one new character's tokens):
+one character replaced (王子涵 → 王子轩, 王奕涵), dropped (王涵) or added; and the two differ. These
+are exact tests on the filters, which a stranger sharing only the surname, or the surname and a
+character in another place, does not pass. A name of one or two characters has no edits: a typo in
+it leaves nothing but the surname. What an edit keeps can be common (王子□): a mask shared by so many
+ledger names — or a cut-short name borne by so many ledger children — that more than
+``EDIT_STRANGERS`` strangers born the same day are expected among the notices (the share of the
+ledger × the number of notices ÷ ``BIRTH_DAYS``: Fellegi and Sunter's frequency-based weights) is
+not used. An edit **born the same day** counts at least ``NAME_EDIT`` for its name part (a typo'd
+three-character name then scores about 0.9) and may be linked automatically though the names do not
+sound the same, under every other condition of the assignment (score ≥ ``auto``, the margin, no
+co-twin look-alike of the record among the ledger's candidates; the notices' co-twin test is moot:
+the child has no co-twin). With a date error as well it stays in review: strangers one character
+apart born on a *related* day are too many (on the generated ledgers about two such links in five
+were wrong). Without both fields, or for a child with a sibling born within a day, an edit goes to
+**review** as below. The household register is required, not the ledger: a flag derived from the
+ledger (no other child with the same guardian and birth date *in this ledger*) links a twin whose
+co-twin lives elsewhere — the lone twins of the generated ledgers — automatically to the co-twin's
+notice, which looks exactly like an edit (``python -m bench.matching --single-births``).
 
 Twins. Two children of one household share surname, guardian and — twins — the birth date; what
 tells them apart in a notice is the given name and, sometimes, the sex (in clear). A given-name
@@ -46,8 +76,9 @@ typo (one character replaced) or a name cut short is indistinguishable from a co
 differs in one character or is a prefix (王子涵 / 王子轩, 王奕宇 / 王奕), and the co-twin may be the
 only one of the two in the other ledger, so no margin can help. Hence the rule above: a fuzzy link
 whose names do not sound the same goes to **review**, whatever its score (also with a date one day
-off: twins are born either side of midnight). Different known sexes are never linked. Exact links
-(equal ID tokens) are untouched: two twins have two different valid IDs.
+off: twins are born either side of midnight) — unless the registration side knows the child is a
+single birth (above). Different known sexes are never linked. Exact links (equal ID tokens) are
+untouched: two twins have two different valid IDs.
 
 The same typo can make a twin's record sound *exactly* like the co-twin (刘承凯 → 刘一凯 ~ 刘亦凯):
 the co-twin's entry then scores far above the true partner and no margin helps. So a link that
@@ -77,9 +108,12 @@ Pairs with two ID tokens or two different known sexes are dropped before scoring
 cosine and every ramp ≤ its argument: an **upper bound** of every score — the same weighted sum with
 cosines, the near share as it stands, the character part at its maximum, the neutral values and
 forbidden pairs folded in as extra columns — is one float32 matrix product per tile, within the
-blocks of one sex; the pairs whose bound reaches the floor are scored exactly. Nothing is lost to
-blocking: the two searches give the same pairs (``tests/test_matching_matcher.py``; at 10,000
-rows, with and without ID tokens, in ``docs/architecture.md``).
+blocks of one sex; the pairs whose bound reaches the floor are scored exactly. A single birth's
+possible edit adds ``NAME_EDIT + W_NAME`` times the cosine of the day segments (1 on the same day),
+which makes the bound looser, so with single births the blocked search takes over from
+``_SCAN_PAIRS_SINGLE`` pairs. Nothing is lost to blocking: the two searches give the same pairs
+(``tests/test_matching_matcher.py``, also with single births; at 10,000 rows, with and without ID
+tokens, in ``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -98,10 +132,12 @@ from gateway.matching.bloom import (
     BIRTH,
     BIRTH_DAY_BITS,
     BIRTH_NEAR_BITS,
+    EDIT_POSITIONS,
     NAME_CHARS,
     NAME_PINYIN,
     split_birth,
     split_name,
+    split_name_edits,
 )
 
 Ref = str | int
@@ -119,6 +155,10 @@ MD_FROM = 0.9
 BIRTH_DISAGREE = -0.1  # both dates known and unrelated (no same day, variant or month–day)
 LOOK_ALIKE_CHARS = 0.65  # character Dice of a look-alike (a co-twin the typo may come from)
 SAME_SOUND = 1.0  # pinyin Dice of names that sound the same (identical pinyin filters)
+NAME_EDIT = 0.35  # the name part of a one-character edit of a known single birth's name (at least)
+EDIT_EXTRA_BITS = 3 * NAME_CHARS.k  # character bits an edit may add: the tokens of one new character
+EDIT_STRANGERS = 0.01  # expected strangers born the same day whose names keep what an edit keeps
+BIRTH_DAYS = 16 * 365  # the birth dates of a ledger's children spread over about sixteen years
 W_SEX = 0.05
 SEX_PENALTY = 1.0
 OFFSET = 0.05
@@ -144,6 +184,14 @@ class Entry:
     ``name_encoding`` and ``birth_encoding`` come from :func:`gateway.matching.encode` under the same
     pair key as the other side's (``b""`` when unknown). ``birth_year_month`` (``"2015-06"``) is
     carried for the caller's reports; the score uses the birth encoding only.
+
+    Two fields are the **registration side's own knowledge** and are refused (``ValueError``) on the
+    right: they never travel. ``name_edits`` is :meth:`gateway.matching.Encoder.name_edits` of the
+    ledger's plain name under the same pair key; ``single_birth`` is ``True`` only when the
+    registration node knows **from its household register** — not merely from this ledger, which may
+    lack a co-twin who lives elsewhere — that no other child of the household was born within a day
+    of this one. With both, a notice whose name is a one-character edit of this child's may be linked
+    automatically (module docstring, "Single births").
     """
 
     ref: Ref
@@ -152,6 +200,8 @@ class Entry:
     birth_encoding: bytes = field(default=b"", repr=False)
     sex: Sex | None = field(default=None, repr=False)
     birth_year_month: str | None = field(default=None, repr=False)
+    single_birth: bool = field(default=False, repr=False)
+    name_edits: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)
@@ -222,6 +272,11 @@ class _Side:
     n_md: npt.NDArray[np.float32]
     sex: npt.NDArray[np.int8]  # 0 unknown, 1 male, 2 female
     has_token: npt.NDArray[np.bool_]
+    single: npt.NDArray[np.bool_]  # known to be a single birth (registration side only)
+    edits: npt.NDArray[np.uint8]  # (entries, EDIT_POSITIONS, bytes): one-character edit masks
+    n_edits: npt.NDArray[np.float32]  # (entries, EDIT_POSITIONS) popcounts; 0: none (or too common)
+    cut: npt.NDArray[np.uint8]  # the character filter of the name cut short (all zero: none)
+    n_cut: npt.NDArray[np.float32]  # its popcount; 0: none (or too common to count)
 
     def __len__(self) -> int:
         return len(self.sex)
@@ -247,19 +302,29 @@ def _ones(a: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     return counts
 
 
-def _prepare(entries: Sequence[Entry], side: str) -> _Side:
+def _prepare(entries: Sequence[Entry], side: str, *, registration: bool = False) -> _Side:
     n = len(entries)
     chars = np.zeros((n, NAME_CHARS.nbytes), dtype=np.uint8)
     pinyin = np.zeros((n, NAME_PINYIN.nbytes), dtype=np.uint8)
     birth = np.zeros((n, BIRTH.nbytes), dtype=np.uint8)
     sex = np.zeros(n, dtype=np.int8)
     has_token = np.zeros(n, dtype=np.bool_)
+    single = np.zeros(n, dtype=np.bool_)
+    edits = np.zeros((n, EDIT_POSITIONS, NAME_CHARS.nbytes), dtype=np.uint8)
+    cut = np.zeros((n, NAME_CHARS.nbytes), dtype=np.uint8)
     for i, e in enumerate(entries):
+        if not registration and (e.single_birth or e.name_edits):
+            raise ValueError(f"{side} entry at position {i}: single_birth and name_edits are the registration side's")
         try:
             name = split_name(e.name_encoding)
             born = split_birth(e.birth_encoding)
+            edited = split_name_edits(e.name_edits)
         except ValueError as exc:
             raise ValueError(f"{side} entry at position {i}: {exc}") from None
+        if edited is not None:
+            cut[i] = np.frombuffer(edited[0], dtype=np.uint8)
+            edits[i] = np.frombuffer(b"".join(edited[1]), dtype=np.uint8).reshape(EDIT_POSITIONS, -1)
+        single[i] = e.single_birth
         if name is not None:
             chars[i] = np.frombuffer(name[0], dtype=np.uint8)
             pinyin[i] = np.frombuffer(name[1], dtype=np.uint8)
@@ -268,9 +333,11 @@ def _prepare(entries: Sequence[Entry], side: str) -> _Side:
         sex[i] = 1 if e.sex is Sex.MALE else 2 if e.sex is Sex.FEMALE else 0
         has_token[i] = bool(e.id_token)
     day, near, md = (np.ascontiguousarray(birth[:, s]) for s in (_DAY, _NEAR, _MD))
+    n_edits = np.bitwise_count(edits).sum(axis=2, dtype=np.int32).astype(np.float32)
     return _Side(
-        chars, pinyin, day, near, md, _ones(chars), _ones(pinyin), _ones(day), _ones(near), _ones(md), sex, has_token
-    )
+        chars, pinyin, day, near, md, _ones(chars), _ones(pinyin), _ones(day), _ones(near), _ones(md), sex, has_token,
+        single, edits, n_edits, cut, _ones(cut),
+    )  # fmt: skip
 
 
 def _dice(
@@ -304,6 +371,14 @@ class _Parts:
     sex_agree: npt.NDArray[np.int8]  # 1 agree, -1 disagree, 0 unknown
     name_known: npt.NDArray[np.bool_]
     birth_known: npt.NDArray[np.bool_]
+    edited: npt.NDArray[np.bool_]  # right name a one-character edit of a single birth's left name
+
+    @cached_property
+    def edit(self) -> npt.NDArray[np.bool_]:
+        """A known single birth's name with one character (not the first) replaced, dropped or
+        added, born the same day (module docstring, "Single births")."""
+        out: npt.NDArray[np.bool_] = self.edited & (self.day >= 1.0) & ~self.same_sound
+        return out
 
     @cached_property
     def same_sound(self) -> npt.NDArray[np.bool_]:
@@ -335,7 +410,8 @@ class _Parts:
         have them: a homophone or a name typed in pinyin loses only that little)."""
         chars = np.where(self.both_chars, W_CHARS * _ramp(self.chars, CHARS_FROM), 0.0)
         pinyin = W_NAME * (self.pinyin - NAME_FROM) / (1.0 - NAME_FROM)  # negative below NAME_FROM
-        return np.where(self.name_known, pinyin + chars, NEUTRAL_NAME)
+        name = np.where(self.edit, np.maximum(pinyin + chars, NAME_EDIT), pinyin + chars)
+        return np.where(self.name_known, name, NEUTRAL_NAME)
 
     @cached_property
     def birth(self) -> npt.NDArray[np.float64]:
@@ -382,10 +458,11 @@ def _parts(L: _Side, R: _Side, i: npt.NDArray[np.intp], j: npt.NDArray[np.intp])
     """Exact field similarities of the pairs (i[k], j[k])."""
     near = 0.5 * (_contained(L.day[i], R.near[j], L.n_day[i]) + _contained(R.day[j], L.near[i], R.n_day[j]))
     sl, sr = L.sex[i], R.sex[j]
+    chars = _dice(L.chars[i], R.chars[j], L.n_chars[i], R.n_chars[j])
     sex_agree = np.where((sl == 0) | (sr == 0), 0, np.where(sl == sr, 1, -1)).astype(np.int8)
     return _Parts(
         pinyin=_dice(L.pinyin[i], R.pinyin[j], L.n_pinyin[i], R.n_pinyin[j]),
-        chars=_dice(L.chars[i], R.chars[j], L.n_chars[i], R.n_chars[j]),
+        chars=chars,
         both_chars=~(L.chars_missing[i] | R.chars_missing[j]),
         day=_dice(L.day[i], R.day[j], L.n_day[i], R.n_day[j]),
         near=near,
@@ -393,7 +470,36 @@ def _parts(L: _Side, R: _Side, i: npt.NDArray[np.intp], j: npt.NDArray[np.intp])
         sex_agree=sex_agree,
         name_known=~(L.name_missing[i] | R.name_missing[j]),
         birth_known=~(L.birth_missing[i] | R.birth_missing[j]),
+        edited=_edited(L, R, i, j, chars),
     )
+
+
+def _edited(
+    L: _Side, R: _Side, i: npt.NDArray[np.intp], j: npt.NDArray[np.intp], chars: npt.NDArray[np.float64]
+) -> npt.NDArray[np.bool_]:
+    """Whether the right name is a one-character edit of the left name, for a left entry known to be
+    a single birth (module docstring, "Single births"): the right name's character filter equals the
+    left name's cut short, or, for some position, has every bit of the left name's edit mask and at
+    most ``EDIT_EXTRA_BITS`` bits the left one has not; and the two filters differ."""
+    out = np.zeros(len(i), dtype=np.bool_)
+    if not L.single.any():
+        return out
+    # Only where it can hold: a single birth, characters on the right, another name, and the right
+    # name holding the bits of an edit mask (as many at least) or exactly as many as the cut name.
+    least = np.where(L.n_edits > 0, L.n_edits, np.inf).min(axis=1)
+    inter = 0.5 * chars * (L.n_chars[i] + R.n_chars[j])
+    some = (inter >= least[i] - 0.5) | ((L.n_cut[i] > 0) & (R.n_chars[j] == L.n_cut[i]))
+    maybe = np.flatnonzero(L.single[i] & (R.n_chars[j] > 0) & (chars < 1.0) & some)
+    if not len(maybe):
+        return out
+    li, rj = i[maybe], j[maybe]
+    right = R.chars[rj]
+    cut = np.all(right == L.cut[li], axis=1) & (L.n_cut[li] > 0)
+    extra = np.bitwise_count(right & ~L.chars[li]).sum(axis=1, dtype=np.int32)
+    masks = L.edits[li]
+    kept = np.all((masks & right[:, None, :]) == masks, axis=2) & (L.n_edits[li] > 0)
+    out[maybe] = cut | (kept.any(axis=1) & (extra <= EDIT_EXTRA_BITS))
+    return out
 
 
 def _level(value: float, known: bool, agree: float, partial: float) -> str:
@@ -455,6 +561,13 @@ def _bound_matrices(L: _Side, R: _Side) -> tuple[npt.NDArray[np.float32], npt.ND
     extra_a.append(FORBIDDEN * L.has_token.astype(np.float32))
     extra_b.append(R.has_token.astype(np.float32))
     half = 0.5 * W_NEAR
+    # An edit raises the name part to NAME_EDIT (from −W_NAME at least) on the same day: a cosine of
+    # the day segments, 1 for the same day, bounds it (columns only needed with single births).
+    edit_a: list[npt.NDArray[np.float32]] = []
+    edit_b: list[npt.NDArray[np.float32]] = []
+    if L.single.any():
+        edit_a.append(_unpack_scaled(L.day, L.n_day, NAME_EDIT + W_NAME) * L.single[:, None].astype(np.float32))
+        edit_b.append(_unpack_scaled(R.day, R.n_day, 1.0))
     a = np.hstack(
         [
             _unpack_scaled(L.pinyin, L.n_pinyin, name_scale),
@@ -462,6 +575,7 @@ def _bound_matrices(L: _Side, R: _Side) -> tuple[npt.NDArray[np.float32], npt.ND
             _unpack_scaled(L.day, L.n_day, half, power=1.0),
             _unpack_scaled(L.near, L.n_near, half, power=0.0),
             _unpack_scaled(L.md, L.n_md, W_MD),
+            *edit_a,
             np.stack(extra_a, axis=1).astype(np.float32),
         ]
     )
@@ -472,6 +586,7 @@ def _bound_matrices(L: _Side, R: _Side) -> tuple[npt.NDArray[np.float32], npt.ND
             _unpack_scaled(R.near, R.n_near, 1.0, power=0.0),
             _unpack_scaled(R.day, R.n_day, 1.0, power=1.0),
             _unpack_scaled(R.md, R.n_md, 1.0),
+            *edit_b,
             np.stack(extra_b, axis=1).astype(np.float32),
         ]
     )
@@ -603,6 +718,7 @@ def _related_dates(gl: _Groups, gr: _Groups) -> tuple[npt.NDArray[np.intp], npt.
 
 
 _SCAN_PAIRS = 25_000_000  # up to this many pairs, the bound scan is faster than the blocked search
+_SCAN_PAIRS_SINGLE = 1_000_000  # … when single births are known (their bound is loose)
 _BATCH = 1 << 20  # pairs scored at a time in the blocked search (about 150 MiB of gathered filters)
 
 
@@ -683,7 +799,9 @@ def _candidates(
     if len(L) == 0 or len(R) == 0:
         return empty, empty, np.zeros(0), _parts(L, R, empty, empty)
     if blocking is None:
-        blocking = len(L) * len(R) > _SCAN_PAIRS  # the blocked search has a fixed cost of about a second
+        # The blocked search has a fixed cost of about a second; the bound of a single birth's pairs
+        # is loose (an edit may raise its name part), so they are searched by blocks sooner.
+        blocking = len(L) * len(R) > (_SCAN_PAIRS_SINGLE if L.single.any() else _SCAN_PAIRS)
     i, j = _blocked(L, R, floor) if blocking else _scan(L, R, floor)
     order = np.lexsort((j, i))
     i, j = i[order], j[order]
@@ -704,7 +822,8 @@ def match(left: Sequence[Entry], right: Sequence[Entry], thresholds: Thresholds 
     unknown layout. Deterministic: the same inputs give the same result.
     """
     t = thresholds or Thresholds()
-    L, R = _prepare(left, "left"), _prepare(right, "right")
+    L, R = _prepare(left, "left", registration=True), _prepare(right, "right")
+    _drop_common_edits(L, len(R))
     links: list[Link] = []
     used_l = np.zeros(len(left), dtype=np.bool_)
     used_r = np.zeros(len(right), dtype=np.bool_)
@@ -741,7 +860,7 @@ def match(left: Sequence[Entry], right: Sequence[Entry], thresholds: Thresholds 
     Ls, Rs = L.subset(rest_l), R.subset(rest_r)
     ci, cj, score, parts = _candidates(Ls, Rs, floor)
     if len(ci):
-        pool = _Pool(Ls, Rs, ci, cj, score, parts.same_sound & (score >= t.auto), parts.look_alike)
+        pool = _Pool(Ls, Rs, ci, cj, score, (parts.same_sound | parts.edit) & (score >= t.auto), parts.look_alike)
         order = np.lexsort((cj, ci, -score))
         for k in order:
             i, j, s = int(ci[k]), int(cj[k]), float(score[k])
@@ -761,6 +880,30 @@ def match(left: Sequence[Entry], right: Sequence[Entry], thresholds: Thresholds 
         unmatched_left=tuple(left[int(i)].ref for i in np.flatnonzero(~used_l)),
         unmatched_right=tuple(right[int(j)].ref for j in np.flatnonzero(~used_r)),
     )
+
+
+def _drop_common_edits(L: _Side, n_right: int) -> None:
+    """Forget the edit masks and cut-short names of the registration side that are common: those for
+    which more than ``EDIT_STRANGERS`` strangers born the same day are expected on the other side —
+    the share of the registration side's names with that mask (equal masks: equal kept tokens), or
+    bearing the cut-short name (one at least), × the other side's size ÷ ``BIRTH_DAYS`` (the
+    frequency-based weights of Fellegi and Sunter: agreeing on a common pattern, 王子□, says less
+    than on a rare one)."""
+    valid = L.n_edits > 0
+    if not valid.any():
+        return
+    _, inverse, counts = np.unique(L.edits[valid], axis=0, return_inverse=True, return_counts=True)
+    expected = counts[inverse.reshape(-1)] / len(L) * n_right / BIRTH_DAYS
+    n_edits = L.n_edits[valid]
+    n_edits[expected > EDIT_STRANGERS] = 0.0
+    L.n_edits[valid] = n_edits
+    # A name cut short is common when the ledger holds many children of that (shorter) name.
+    cut = np.flatnonzero(L.n_cut > 0)
+    names, of_name = np.unique(np.vstack([L.chars, L.cut[cut]]), axis=0, return_inverse=True)
+    of_name = of_name.reshape(-1)
+    same_name = np.bincount(of_name[: len(L)], minlength=len(names))[of_name[len(L) :]]
+    expected = np.maximum(same_name, 1) / len(L) * n_right / BIRTH_DAYS
+    L.n_cut[cut[expected > EDIT_STRANGERS]] = 0.0
 
 
 class _Pool:
@@ -789,7 +932,8 @@ class _Pool:
         self.taken_r = np.zeros(len(R), dtype=np.bool_)
         self.settled_l = np.zeros(len(L), dtype=np.bool_)  # taken by an automatic link
         self.settled_r = np.zeros(len(R), dtype=np.bool_)
-        # Entries with a sure partner: a candidate whose name sounds the same, scoring ≥ auto.
+        # Entries with a sure partner: a candidate whose name sounds the same (or is an edit of a
+        # single birth's), scoring ≥ auto.
         self.has_sure_l = np.bincount(ci[sure], minlength=len(L)) > 0
         self.has_sure_r = np.bincount(cj[sure], minlength=len(R)) > 0
         # Each entry's best candidate score.
@@ -831,6 +975,8 @@ class _Pool:
             L, i, others, ~self.has_sure_l[others] & (self.score[kr] >= self.best_l[others])
         ):
             return True
+        if L.single[i]:  # j cannot be the notice of a co-twin of i's: i has none
+            return False
         kl = self.of_left(i)
         kl = kl[(kl != k) & self.look_alike[kl]]
         others = self.cj[kl]
