@@ -26,23 +26,21 @@ import pytest
 from sqlalchemy import func, select
 from tongban.v1 import node_pb2, node_pb2_grpc
 
-from gateway import config
 from gateway.cli import main
 from gateway.config import NodeConfig
 from gateway.custody.chain import can_act, verify_chain
 from gateway.custody.events import CaseType
 from gateway.custody.service import CustodyService
-from gateway.domain.divisions import DivisionTable
 from gateway.errors import NotPermitted
 from gateway.exchange.purposes import load_profiles
-from gateway.node import init_node, open_node
+from gateway.node import open_node
 from gateway.store.schema import outbox
 from gateway.trust.keyfile import passphrase_from_env, read_signing_key
 from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore
 from gateway.trust.tls import TlsIdentity, secure_channel_to
 from gateway.wire import custody_chain_from_wire
-from tests.test_fault_injection import EXCHANGE, NodeProcess, Proxy, free_port, keys, wait_until
+from tests.test_fault_injection import NodeProcess, Proxy, enrol_world, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -53,35 +51,8 @@ CASES = 20
 
 
 def enrol(base: Path, ports: dict[str, int], proxy_port: int) -> dict[str, NodeConfig]:
-    for prefix, name in PROVINCES:
-        keys("province", "init", base / "provinces" / prefix, "--prefix", prefix, "--name", name)
-    descriptors: list[str | Path] = []
-    for prefix, _ in PROVINCES:
-        descriptors += ["--province", base / "provinces" / prefix / "province.json"]
-    root = base / "national" / "root"
-    bundle = base / "national" / "directory.json"
-    keys("root", "init", root, "--keys", "3", "--threshold", "2", *descriptors)
-    table = DivisionTable.load_default()
-    cfgs = {}
-    for node_id, division in DIVISIONS.items():
-        data = base / "nodes" / node_id
-        init_node(data, node_id=node_id, division=division, listen=f"127.0.0.1:{ports[node_id]}", table=table)
-        request, response = data / "request.json", data / "response.json"
-        endpoint = ["--endpoint", f"127.0.0.1:{proxy_port}"] if node_id == B else []
-        keys("node", "request", "--config", data, "--out", request, *endpoint)
-        keys("node", "issue", base / "provinces" / division[:2], request, "--out", response)
-        keys("node", "install", "--config", data, response, "--root", root / "root.json", "--directory", bundle)
-        cfg_path = data / config.CONFIG_FILE
-        cfg_path.write_text(cfg_path.read_text(encoding="utf-8") + EXCHANGE, encoding="utf-8")
-        cfgs[node_id] = config.load(cfg_path)
-    parts: list[str | Path] = []
-    for prefix, _ in PROVINCES:
-        part = base / "provinces" / prefix / "part.json"
-        keys("province", "publish", base / "provinces" / prefix, "--out", part)
-        parts += ["--part", part]
-    keys("directory", "build", "--root", root, "--out", bundle, *parts, "--expires-days", "7")
-    keys("directory", "sign", bundle, "--key", root / "directory-key.pem")
-    return cfgs
+    """Three nodes, 南部县 behind the cutting proxy."""
+    return enrol_world(base, DIVISIONS, ports, endpoints={B: proxy_port})
 
 
 class Staff:

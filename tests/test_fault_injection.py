@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -249,9 +249,22 @@ class NodeProcess:
         self._reap()
 
 
-def enrol(base: Path, ports: dict[str, int], proxy_port: int) -> dict[str, NodeConfig]:
-    """The operators' flow, as the demo runs it: a national root, two provinces, three nodes that
-    make their own keys and send signing requests; a signed national directory."""
+def enrol_world(
+    base: Path,
+    divisions: Mapping[str, str],
+    ports: Mapping[str, int],
+    *,
+    endpoints: Mapping[str, int] | None = None,
+    databases: Mapping[str, str] | None = None,
+    exchange: str = EXCHANGE,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, NodeConfig]:
+    """The operators' flow, as the demo runs it: two provinces (重庆, 四川), a national root (2 of 3
+    keys), nodes ``divisions`` (node id → division) that make their own keys and send signing
+    requests, and a signed national directory. A node listens on ``ports[node]``; the directory
+    names ``endpoints[node]`` instead when given (a proxy in front of it); ``databases[node]`` is its
+    database URL (default its own SQLite file); its configuration gets ``exchange`` (an
+    ``[exchange]`` section, default :data:`EXCHANGE`) and ``extra[node]`` appended."""
     for prefix, name in PROVINCES:
         keys("province", "init", base / "provinces" / prefix, "--prefix", prefix, "--name", name)
     descriptors: list[str | Path] = []
@@ -262,17 +275,26 @@ def enrol(base: Path, ports: dict[str, int], proxy_port: int) -> dict[str, NodeC
     keys("root", "init", root, "--keys", "3", "--threshold", "2", *descriptors)
     table = DivisionTable.load_default()
     cfgs = {}
-    for node_id, division in DIVISIONS.items():
+    for node_id, division in divisions.items():
         data = base / "nodes" / node_id
-        init_node(data, node_id=node_id, division=division, listen=f"127.0.0.1:{ports[node_id]}", table=table)
+        database = (databases or {}).get(node_id, "sqlite:///node.db")
+        init_node(
+            data,
+            node_id=node_id,
+            division=division,
+            listen=f"127.0.0.1:{ports[node_id]}",
+            database_url=database,
+            table=table,
+        )
         request, response = data / "request.json", data / "response.json"
-        endpoint = ["--endpoint", f"127.0.0.1:{proxy_port}"] if node_id == RECEIVER else []
-        keys("node", "request", "--config", data, "--out", request, *endpoint)
+        endpoint = (endpoints or {}).get(node_id)
+        at = ["--endpoint", f"127.0.0.1:{endpoint}"] if endpoint is not None else []
+        keys("node", "request", "--config", data, "--out", request, *at)
         keys("node", "issue", base / "provinces" / division[:2], request, "--out", response)
         keys("node", "install", "--config", data, response, "--root", root / "root.json", "--directory", bundle)
         cfg_path = data / config.CONFIG_FILE
-        extra = {HUB: "serve_relay = true\n", RECEIVER: f'relays = ["{HUB}"]\n'}.get(node_id, "")
-        cfg_path.write_text(cfg_path.read_text(encoding="utf-8") + EXCHANGE + extra, encoding="utf-8")
+        more = (extra or {}).get(node_id, "")
+        cfg_path.write_text(cfg_path.read_text(encoding="utf-8") + exchange + more, encoding="utf-8")
         cfgs[node_id] = config.load(cfg_path)
     parts: list[str | Path] = []
     for prefix, _ in PROVINCES:
@@ -282,6 +304,17 @@ def enrol(base: Path, ports: dict[str, int], proxy_port: int) -> dict[str, NodeC
     keys("directory", "build", "--root", root, "--out", bundle, *parts, "--expires-days", "7")
     keys("directory", "sign", bundle, "--key", root / "directory-key.pem")
     return cfgs
+
+
+def enrol(base: Path, ports: dict[str, int], proxy_port: int) -> dict[str, NodeConfig]:
+    """This test's three nodes: the receiver behind the cutting proxy, the hub serving the relay role."""
+    return enrol_world(
+        base,
+        DIVISIONS,
+        ports,
+        endpoints={RECEIVER: proxy_port},
+        extra={HUB: "serve_relay = true\n", RECEIVER: f'relays = ["{HUB}"]\n'},
+    )
 
 
 # --- a relay that duplicates, replays and reorders ------------------------------------------------------

@@ -41,18 +41,17 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select
 
-from gateway import audit, config
+from gateway import audit
 from gateway.cases import handoff
 from gateway.cases.store import CaseStore
 from gateway.cases.wiring import CaseParts
 from gateway.config import NodeConfig
 from gateway.custody import store as custody_store
-from gateway.domain.divisions import DivisionTable
 from gateway.exchange import outbox
 from gateway.exchange.envelope import parse_envelope, verify_receipt
 from gateway.exchange.purposes import load_profiles
 from gateway.exchange.rosters import send_migrant_roster
-from gateway.node import init_node, open_node
+from gateway.node import open_node
 from gateway.store.keyring import Sealed
 from gateway.store.schema import cases as cases_table
 from gateway.store.schema import inbox
@@ -62,7 +61,7 @@ from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore, utc_now
 from tests.factories import child
 from tests.test_cases_service import orphan_draft
-from tests.test_fault_injection import NodeProcess, free_port, keys, wait_until
+from tests.test_fault_injection import NodeProcess, enrol_world, free_port, wait_until
 from tests.test_relay import roster_checks
 
 pytestmark = pytest.mark.slow
@@ -162,45 +161,8 @@ class Balancer:
 
 
 def enrol(base: Path, ports: dict[str, int], a_endpoint: int, a_database: str) -> dict[str, NodeConfig]:
-    """Provinces, a national root (2 of 3), two nodes making their own keys; a signed directory.
-    A's database is the shared PostgreSQL and its directory endpoint is the balancer."""
-    for prefix, name in PROVINCES:
-        keys("province", "init", base / "provinces" / prefix, "--prefix", prefix, "--name", name)
-    descriptors: list[str | Path] = []
-    for prefix, _ in PROVINCES:
-        descriptors += ["--province", base / "provinces" / prefix / "province.json"]
-    root = base / "national" / "root"
-    bundle = base / "national" / "directory.json"
-    keys("root", "init", root, "--keys", "3", "--threshold", "2", *descriptors)
-    table = DivisionTable.load_default()
-    cfgs = {}
-    for node_id, division in DIVISIONS.items():
-        data = base / "nodes" / node_id
-        database = {A: a_database}.get(node_id, "sqlite:///node.db")
-        init_node(
-            data,
-            node_id=node_id,
-            division=division,
-            listen=f"127.0.0.1:{ports[node_id]}",
-            database_url=database,
-            table=table,
-        )
-        request, response = data / "request.json", data / "response.json"
-        endpoint = ["--endpoint", f"127.0.0.1:{a_endpoint}"] if node_id == A else []
-        keys("node", "request", "--config", data, "--out", request, *endpoint)
-        keys("node", "issue", base / "provinces" / division[:2], request, "--out", response)
-        keys("node", "install", "--config", data, response, "--root", root / "root.json", "--directory", bundle)
-        cfg_path = data / config.CONFIG_FILE
-        cfg_path.write_text(cfg_path.read_text(encoding="utf-8") + EXCHANGE, encoding="utf-8")
-        cfgs[node_id] = config.load(cfg_path)
-    parts: list[str | Path] = []
-    for prefix, _ in PROVINCES:
-        part = base / "provinces" / prefix / "part.json"
-        keys("province", "publish", base / "provinces" / prefix, "--out", part)
-        parts += ["--part", part]
-    keys("directory", "build", "--root", root, "--out", bundle, *parts, "--expires-days", "7")
-    keys("directory", "sign", bundle, "--key", root / "directory-key.pem")
-    return cfgs
+    """Two nodes; A's database is the shared PostgreSQL and its directory endpoint is the balancer."""
+    return enrol_world(base, DIVISIONS, ports, endpoints={A: a_endpoint}, databases={A: a_database}, exchange=EXCHANGE)
 
 
 def count(engine: Engine, query: object) -> int:
