@@ -121,6 +121,9 @@ def test_an_orphan_case_crosses_provinces_and_comes_back_decided(world: World, t
     # The decision and the custody handback travel as separate messages: 两江新区 may act once it
     # holds the case again (before that, notify is refused with custody_not_permitted).
     eventually(lambda: holds(world, LJ, case_id), what="custody back at 两江新区")
+    assert f"custody {LJ} (this node may act)" in run("case", "show", case_id, *cfg_arg(world, LJ))
+    shown_at_nb = run("case", "show", case_id, *cfg_arg(world, NB))
+    assert f"custody {LJ}\n" in shown_at_nb  # 南部县 sees who holds it, and may not act
     run("case", "notify", case_id, *cfg_arg(world, LJ))
     run("case", "close", case_id, *cfg_arg(world, LJ))
     eventually(lambda: synced(world, NB, case_id, lc.Status.CLOSED), what="the close at 南部县")

@@ -43,7 +43,9 @@ from gateway.cases.lifecycle import CHINA
 from gateway.cases.service import TRANSFER_REASON, CaseService, Draft
 from gateway.cases.types import EvidenceDocument, EvidenceKind
 from gateway.cases.wiring import CaseParts
+from gateway.cli.custody import describe_holder
 from gateway.cli.node import acting_keys, add_config_argument, config_path
+from gateway.custody.service import CustodyService
 from gateway.errors import InputError, InvalidCase
 from gateway.exchange.purposes import load_profiles
 from gateway.node import open_node
@@ -187,6 +189,7 @@ def _inbox(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     with open_service(args) as service:
         view = service.show(args.case_id)
+        custody = service.custody.view(args.case_id) if isinstance(service.custody, CustodyService) else None
         with service.store.engine.begin() as conn:
             audit.append(
                 conn, actor=service.node_id, action=audit.Action.READ, purpose="case_show", reference=args.case_id
@@ -195,6 +198,11 @@ def _show(args: argparse.Namespace) -> int:
     print(f"case {case.case_id}  {case.programme.label_zh} ({case.programme.value})  state {row.status.value}")
     print(f"accepted {case.accepted_on} at {case.accepting_node} ({case.accepting_division})")
     print(f"registration {view.stored.state.registration_node} ({view.stored.state.registration_division})")
+    if custody is not None:
+        # Who may act now: the decision and the custody handback travel as separate messages, so
+        # a case can show its new state a moment before this node holds it again.
+        may_act = custody.holder == service.node_id and custody.pending is None and not custody.closed
+        print(f"custody {describe_holder(custody)}{' (this node may act)' if may_act else ''}")
     print(f"child {view.stored.file.child.name}  ref {case.child_ref}")
     if row.flag:
         print(f"flag {row.flag}")

@@ -47,7 +47,8 @@ from gateway.trust.verifier import TrustState
 OPERATOR_KEY = "operator-key.pem"  # the province directory's operator key (keys/province.py)
 
 
-def _describe(state: CustodyState) -> str:
+def describe_holder(state: CustodyState) -> str:
+    """Who holds the case, as `custody show` and `case show` print it."""
     if state.closed:
         return f"closed (last holder {state.holder})"
     if state.pending is not None:
@@ -72,7 +73,7 @@ def _show(args: argparse.Namespace) -> int:
             print(f"  held   {outcome.value:<12} {signed.hash}  by {signed.signer}")
         return 1 if not beside else 0
     print(f"case    {state.case_id} ({state.genesis.case_type.value}, accepted {state.genesis.accepted_on})")
-    print(f"holder  {_describe(state)}")
+    print(f"holder  {describe_holder(state)}")
     print(f"head    {state.head}")
     for i, e in enumerate(state.chain):
         print(f"  {i:>3}  {e.kind.value:<8} by {e.signer:<24} {e.created.isoformat(timespec='seconds')}  {e.hash}")
@@ -120,7 +121,7 @@ def _verify(args: argparse.Namespace) -> int:
     case_id, events = _read_chain(Path(args.file))
     state = verify_chain(events, directory, now, known_head=args.head)
     print(f"case    {case_id}: chain of {len(state)} event(s) verifies against directory v{directory.version}")
-    print(f"holder  {_describe(state)}")
+    print(f"holder  {describe_holder(state)}")
     print(f"head    {state.head}")
     return 0
 
@@ -155,7 +156,7 @@ def _override(args: argparse.Namespace) -> int:
     )
     _write(Path(args.out), export.dumps(case_id, (*events, override)))
     print(f"case    {case_id}: override by {override.signer}: {args.lost} -> {args.to}")
-    print(f"holder  {_describe(state)}")
+    print(f"holder  {describe_holder(state)}")
     print(f"head    {state.head}")
     print(f"then, at {args.to}: tongban custody import {args.out} --config DIR")
     return 0
@@ -181,7 +182,7 @@ def _import(args: argparse.Namespace) -> int:
     finally:
         node.engine.dispose()
     print(f"case    {case_id}: override imported ({len(state)} event(s))")
-    print(f"holder  {_describe(state)}")
+    print(f"holder  {describe_holder(state)}")
     print(f"head    {state.head}")
     return 0
 
