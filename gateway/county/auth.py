@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Column, Connection, Engine, Row, Table, insert, select, update
 
 from gateway import audit
 from gateway.county.permissions import Role
@@ -122,6 +122,34 @@ def _info(r: Any) -> TokenInfo:
     )
 
 
+def record_credential(
+    conn: Connection, table: Table, values: dict[str, Any], *, action: str, reference: str, role: Role, at: datetime
+) -> None:
+    """Insert a county credential's record (a token's hash, a certificate's fingerprint) with its
+    audit entry, in the caller's transaction: both commit together or neither does."""
+    audit.append(
+        conn, actor=OPERATOR, action=action, purpose=PURPOSE, reference=reference, detail=f"role={role.value}", at=at
+    )
+    conn.execute(insert(table).values(**values))
+
+
+def revoke_credential(
+    engine: Engine, table: Table, key: Column[str], credential_id: str, *, action: str, at: datetime, unknown: str
+) -> Row[Any]:
+    """Mark a county credential revoked at ``at`` (revoking twice keeps the first time) with its
+    audit entry, in one transaction; the record afterwards (``RecordNotFound`` with ``unknown``)."""
+    with engine.begin() as conn:
+        changed = conn.execute(
+            update(table).where(key == credential_id, table.c.revoked_at.is_(None)).values(revoked_at=at)
+        ).rowcount
+        if changed:
+            audit.append(conn, actor=OPERATOR, action=action, purpose=PURPOSE, reference=credential_id, at=at)
+        row = conn.execute(select(table).where(key == credential_id)).first()
+    if row is None:
+        raise RecordNotFound(unknown)
+    return row
+
+
 def create(
     engine: Engine, *, role: Role, label: str, division: str = "", now: datetime | None = None
 ) -> tuple[str, TokenInfo]:
@@ -129,26 +157,18 @@ def create(
     label, division = check_label(label), check_scope(role, division)
     token, token_id = new_token(), "ct-" + secrets.token_hex(8)
     at = _utc(now) or datetime.now(UTC)
-    with engine.begin() as conn:  # the row and its audit entry commit together
-        audit.append(
-            conn,
-            actor=OPERATOR,
-            action=audit.Action.COUNTY_TOKEN_CREATED,
-            purpose=PURPOSE,
-            reference=token_id,
-            detail=f"role={role.value}",
-            at=at,
-        )
-        conn.execute(
-            insert(county_tokens).values(
-                token_id=token_id,
-                token_hash=hash_token(token),
-                role=role.value,
-                label=label,
-                division=division,
-                created_at=at,
-                revoked_at=None,
-            )
+    values = {
+        "token_id": token_id,
+        "token_hash": hash_token(token),
+        "role": role.value,
+        "label": label,
+        "division": division,
+        "created_at": at,
+        "revoked_at": None,
+    }
+    with engine.begin() as conn:
+        record_credential(
+            conn, county_tokens, values, action=audit.Action.COUNTY_TOKEN_CREATED, reference=token_id, role=role, at=at
         )
     return token, TokenInfo(token_id, role, label, division, at, None)
 
@@ -165,23 +185,15 @@ def revoke(engine: Engine, token_id: str, *, now: datetime | None = None) -> Tok
     if not _TOKEN_ID.match(token_id):
         raise InputError("a token id looks like ct- followed by 16 hex digits")
     at = _utc(now) or datetime.now(UTC)
-    t = county_tokens
-    with engine.begin() as conn:
-        changed = conn.execute(
-            update(t).where(t.c.token_id == token_id, t.c.revoked_at.is_(None)).values(revoked_at=at)
-        ).rowcount
-        if changed:
-            audit.append(
-                conn,
-                actor=OPERATOR,
-                action=audit.Action.COUNTY_TOKEN_REVOKED,
-                purpose=PURPOSE,
-                reference=token_id,
-                at=at,
-            )
-        row = conn.execute(select(t).where(t.c.token_id == token_id)).first()
-    if row is None:
-        raise RecordNotFound("no county API token with this id")
+    row = revoke_credential(
+        engine,
+        county_tokens,
+        county_tokens.c.token_id,
+        token_id,
+        action=audit.Action.COUNTY_TOKEN_REVOKED,
+        at=at,
+        unknown="no county API token with this id",
+    )
     return _info(row)
 
 

@@ -46,14 +46,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select
 
 from gateway import audit
 from gateway.config import NodeConfig
 from gateway.county import auth
 from gateway.county.auth import Caller
 from gateway.county.permissions import Role
-from gateway.errors import CertificateInvalid, ClientCertificateInvalid, InputError, KeyFileError, RecordNotFound
+from gateway.errors import CertificateInvalid, ClientCertificateInvalid, InputError, KeyFileError
 from gateway.store.schema import county_certs
 from gateway.trust import keyfile
 from gateway.trust.x509 import NODE_URI, load_certificate
@@ -340,27 +340,19 @@ def issue(
     key = ec.generate_private_key(ec.SECP256R1())
     cert_id = "cc-" + secrets.token_hex(8)
     cert = client_certificate(ca, key, cert_id=cert_id, role=role, division=division, now=at)
+    values = {
+        "cert_id": cert_id,
+        "fingerprint": _fingerprint(cert),
+        "role": role.value,
+        "label": label,
+        "division": division,
+        "created_at": at,
+        "not_after": cert.not_valid_after_utc,
+        "revoked_at": None,
+    }
     with engine.begin() as conn:
-        audit.append(
-            conn,
-            actor=auth.OPERATOR,
-            action=audit.Action.COUNTY_CERT_ISSUED,
-            purpose=auth.PURPOSE,
-            reference=cert_id,
-            detail=f"role={role.value}",
-            at=at,
-        )
-        conn.execute(
-            insert(county_certs).values(
-                cert_id=cert_id,
-                fingerprint=_fingerprint(cert),
-                role=role.value,
-                label=label,
-                division=division,
-                created_at=at,
-                not_after=cert.not_valid_after_utc,
-                revoked_at=None,
-            )
+        auth.record_credential(
+            conn, county_certs, values, action=audit.Action.COUNTY_CERT_ISSUED, reference=cert_id, role=role, at=at
         )
     info = CertInfo(cert_id, role, label, division, at, cert.not_valid_after_utc, None)
     return IssuedCertificate(info, _pem(cert), ca.pem, _private_pem(key))
@@ -393,23 +385,15 @@ def revoke(engine: Engine, cert_id: str, *, now: datetime | None = None) -> Cert
     if not _CERT_ID.match(cert_id):
         raise InputError("a certificate id looks like cc- followed by 16 hex digits")
     at = _utc(now) or datetime.now(UTC)
-    t = county_certs
-    with engine.begin() as conn:
-        changed = conn.execute(
-            update(t).where(t.c.cert_id == cert_id, t.c.revoked_at.is_(None)).values(revoked_at=at)
-        ).rowcount
-        if changed:
-            audit.append(
-                conn,
-                actor=auth.OPERATOR,
-                action=audit.Action.COUNTY_CERT_REVOKED,
-                purpose=auth.PURPOSE,
-                reference=cert_id,
-                at=at,
-            )
-        row = conn.execute(select(t).where(t.c.cert_id == cert_id)).first()
-    if row is None:
-        raise RecordNotFound("no county API client certificate with this id")
+    row = auth.revoke_credential(
+        engine,
+        county_certs,
+        county_certs.c.cert_id,
+        cert_id,
+        action=audit.Action.COUNTY_CERT_REVOKED,
+        at=at,
+        unknown="no county API client certificate with this id",
+    )
     return _info(row)
 
 
