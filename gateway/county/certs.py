@@ -200,29 +200,14 @@ def server_identity(ca: CountyCa, *, now: datetime, passphrase: bytes | None = N
             except (InvalidSignature, ValueError, TypeError):
                 pass  # issued by an older CA of the same name: issue a new one
     key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_name(ca.node_id))]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(min(now + timedelta(days=CERT_DAYS), ca.certificate.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName(server_name(ca.node_id)),
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("::1")),
-                ]
-            ),
-            critical=False,
-        )
-    )
-    cert = ca.sign(builder)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_name(ca.node_id))])
+    names: list[x509.GeneralName] = [
+        x509.DNSName(server_name(ca.node_id)),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    cert = _leaf(ca, key, subject, names, ExtendedKeyUsageOID.SERVER_AUTH, now)
     keyfile.write_private_key(key_path, key, secret)
     keyfile.write_public(cert_path, _pem(cert))
     return _private_pem(key), _pem(cert)
@@ -299,24 +284,36 @@ def client_certificate(
     ]
     if division:
         names.append(x509.UniformResourceIdentifier(SCOPE_URI + division))
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Tongban county API"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role.value),
+            x509.NameAttribute(NameOID.COMMON_NAME, cert_id),
+        ]
+    )
+    return _leaf(ca, key, subject, names, ExtendedKeyUsageOID.CLIENT_AUTH, now)
+
+
+def _leaf(
+    ca: CountyCa,
+    key: ec.EllipticCurvePrivateKey,
+    subject: x509.Name,
+    names: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    now: datetime,
+) -> x509.Certificate:
+    """An end-entity certificate of ``ca`` for ``key``: valid from five minutes ago for
+    :data:`CERT_DAYS` (never beyond the CA), not a CA, for ``usage`` (server or client auth)."""
     builder = (
         x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Tongban county API"),
-                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role.value),
-                    x509.NameAttribute(NameOID.COMMON_NAME, cert_id),
-                ]
-            )
-        )
+        .subject_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(min(now + timedelta(days=CERT_DAYS), ca.certificate.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
     )
     return ca.sign(builder)
