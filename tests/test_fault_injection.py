@@ -59,13 +59,14 @@ from gateway.node import init_node, open_node
 from gateway.roster import intake
 from gateway.server import NodeServer
 from gateway.store.db import make_engine
-from gateway.store.keyring import Sealed
+from gateway.store.keyring import DataKeyring, Sealed
 from gateway.store.schema import inbox, relay_items
 from gateway.store.schema import outbox as outbox_table
 from gateway.synth.generator import SynthSpec, generate, roster_for
 from gateway.trust.keyfile import passphrase_from_env, read_encryption_key, read_signing_key
 from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore, utc_now
+from gateway.trust.verifier import Directory
 from tests.test_relay import Faulty, roster_checks
 
 pytestmark = pytest.mark.slow
@@ -360,6 +361,32 @@ def count(engine: Engine, query: Select[int]) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+def assert_receipts_verify(
+    engine: Engine, keyring: DataKeyring, directory: Directory, receiver: str, message_ids: list[str]
+) -> None:
+    """Each message has a stored receipt, and it verifies against ``directory`` for ``receiver``,
+    this message id and the digest of the envelope actually sent (opened from the sender's outbox)."""
+    columns = (outbox_table.c.message_id, outbox_table.c.key_id, outbox_table.c.envelope_sealed)
+    with engine.connect() as conn:
+        envelopes = {
+            r.message_id: keyring.open(
+                Sealed(r.key_id, bytes(r.envelope_sealed)), context=outbox.sealing_context(r.message_id)
+            )
+            for r in conn.execute(select(*columns))
+        }
+    for message_id in message_ids:
+        receipt = outbox.receipt_of(engine, message_id)
+        assert receipt is not None
+        verify_receipt(
+            receipt,
+            directory=directory,
+            receiver=receiver,
+            message_id=message_id,
+            envelope_digest=parse_envelope(envelopes[message_id]).digest,
+            now=utc_now(),
+        )
+
+
 def queue_roster(cfg: NodeConfig, period: str) -> SendSummary:
     node = open_node(cfg)
     trust = TrustStore.from_config(cfg)
@@ -509,27 +536,7 @@ def test_kills_cuts_duplicates_and_reordering_lose_and_double_nothing(tmp_path: 
         assert {r.status for r in rows} == {outbox.Status.DELIVERED}
         assert sum(r.attempts > 1 for r in rows) > 0  # the faults did make the sender send again
         directory = TrustStore.from_config(cfgs[SENDER]).refresh(utc_now())
-        with sender_db.connect() as conn:
-            sealed = conn.execute(
-                select(outbox_table.c.message_id, outbox_table.c.key_id, outbox_table.c.envelope_sealed)
-            )
-            envelopes = {
-                r.message_id: sender_node.keyring.open(
-                    Sealed(r.key_id, bytes(r.envelope_sealed)), context=outbox.sealing_context(r.message_id)
-                )
-                for r in sealed
-            }
-        for row in rows:
-            receipt = outbox.receipt_of(sender_db, row.message_id)
-            assert receipt is not None
-            verify_receipt(
-                receipt,
-                directory=directory,
-                receiver=RECEIVER,
-                message_id=row.message_id,
-                envelope_digest=parse_envelope(envelopes[row.message_id]).digest,
-                now=utc_now(),
-            )
+        assert_receipts_verify(sender_db, sender_node.keyring, directory, RECEIVER, [r.message_id for r in rows])
         with receiver_db.connect() as conn:
             inbox_ids = [r.message_id for r in conn.execute(select(inbox.c.message_id))]
         assert len(inbox_ids) == len(set(inbox_ids)) == total

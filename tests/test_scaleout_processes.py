@@ -48,11 +48,9 @@ from gateway.cases.wiring import CaseParts
 from gateway.config import NodeConfig
 from gateway.custody import store as custody_store
 from gateway.exchange import outbox
-from gateway.exchange.envelope import parse_envelope, verify_receipt
 from gateway.exchange.purposes import load_profiles
 from gateway.exchange.rosters import send_migrant_roster
 from gateway.node import open_node
-from gateway.store.keyring import Sealed
 from gateway.store.schema import cases as cases_table
 from gateway.store.schema import inbox
 from gateway.store.schema import outbox as outbox_table
@@ -61,7 +59,7 @@ from gateway.trust.signing import Ed25519Signer
 from gateway.trust.store import TrustStore, utc_now
 from tests.factories import child
 from tests.test_cases_service import orphan_draft
-from tests.test_fault_injection import NodeProcess, enrol_world, free_port, wait_until
+from tests.test_fault_injection import NodeProcess, assert_receipts_verify, enrol_world, free_port, wait_until
 from tests.test_relay import roster_checks
 
 pytestmark = pytest.mark.slow
@@ -289,26 +287,7 @@ def test_two_processes_of_one_node_share_outbox_and_inbound_work(tmp_path: Path,
         assert min(delivered) > 0, f"one process delivered nothing: {delivered}"
         assert sum(o.get("retried", 0) + o.get("dead", 0) for o in outcomes) == 0
         directory = trust.current()
-        with a_db.connect() as conn:
-            sealed = {
-                r.message_id: a_node.keyring.open(
-                    Sealed(r.key_id, bytes(r.envelope_sealed)), context=outbox.sealing_context(r.message_id)
-                )
-                for r in conn.execute(
-                    select(outbox_table.c.message_id, outbox_table.c.key_id, outbox_table.c.envelope_sealed)
-                )
-            }
-        for row in a_rows:
-            receipt = outbox.receipt_of(a_db, row.message_id)
-            assert receipt is not None
-            verify_receipt(
-                receipt,
-                directory=directory,
-                receiver=B,
-                message_id=row.message_id,
-                envelope_digest=parse_envelope(sealed[row.message_id]).digest,
-                now=utc_now(),
-            )
+        assert_receipts_verify(a_db, a_node.keyring, directory, B, [r.message_id for r in a_rows])
         with b_db.connect() as conn:
             b_inbox = [r.message_id for r in conn.execute(select(inbox.c.message_id))]
         assert sorted(b_inbox) == sorted(r.message_id for r in a_rows)  # each exactly once, none extra
