@@ -3,7 +3,8 @@
 SQLite is the embedded default (one file per node, WAL mode); PostgreSQL is the production
 database. Both are driven through the same SQLAlchemy Core code and the same Alembic migrations.
 
-**Upgrading a database** (``tongban node migrate``, :func:`upgrade`) happens in one transaction
+**Upgrading a database** (``tongban node migrate``, :func:`upgrade`; and :func:`migrate`, which
+``node init`` and ``backup restore`` use) happens in one transaction
 that first takes a PostgreSQL transaction-level advisory lock (:data:`MIGRATION_LOCK_ID`). Several
 gateway processes of one node that start at once (Kubernetes replicas, each with the migration as
 its init container; systemd units on several hosts, each with it as ``ExecStartPre=``) therefore
@@ -71,11 +72,20 @@ def _script() -> ScriptDirectory:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema up to ``revision`` (idempotent)."""
+    """Bring the schema up to ``revision`` (idempotent), in one transaction under the migration
+    lock, as :func:`upgrade` does (``node init``, ``backup restore`` and tests use it)."""
     try:
-        command.upgrade(_alembic_config(engine), revision)
+        with engine.begin() as conn:
+            _lock_migrations(conn)
+            command.upgrade(_alembic_config(engine, conn), revision)
     except SQLAlchemyError as exc:
         raise StorageError(f"migration failed ({type(exc).__name__})") from None
+
+
+def _lock_migrations(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # Held until this transaction ends: concurrent migrators queue here, one at a time.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID})
 
 
 def head_revision() -> str:
@@ -134,9 +144,7 @@ def upgrade(engine: Engine) -> Migration:
     """
     try:
         with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # Held until this transaction ends: concurrent migrators queue here, one at a time.
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID})
+            _lock_migrations(conn)
             before = MigrationContext.configure(conn).get_current_revision()
             applied = pending_migrations(before)
             if applied:
