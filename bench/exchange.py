@@ -102,7 +102,7 @@ from gateway.exchange.rosters import MANIFEST_PURPOSE, NOTICE_PURPOSE, SendSumma
 from gateway.exchange.tokens import id_token, pair_key
 from gateway.matching import Encoder
 from gateway.node import Node, init_node, open_node
-from gateway.server import NodeServer
+from gateway.server import NodeServer, await_ready
 from gateway.store.db import make_engine, migrate
 from gateway.store.keyring import DataKeyring, Sealed
 from gateway.store.repository import PageRange, SealedPage, SqlChildRepository
@@ -482,13 +482,8 @@ def serving_process(cfg: NodeConfig) -> Iterator[ReceiverProcess]:
     node: Node | None = None
     try:
         assert proc.stdout is not None
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            line = proc.stdout.readline()
-            if not line or time.monotonic() > deadline:
-                raise RuntimeError("the receiving node did not start")
-            if line.startswith("{") and json.loads(line).get("event") == "ready":
-                break
+        if await_ready(proc.stdout, WAIT_S) is None:
+            raise RuntimeError("the receiving node did not start")
         threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe from filling
         node = open_node(cfg)
         yield ReceiverProcess(node, proc)

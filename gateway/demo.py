@@ -77,6 +77,7 @@ from gateway.node import Node, init_node, open_node
 from gateway.reconcile import service as reconcile_service
 from gateway.reconcile import store as reconcile_store
 from gateway.reconcile.findings import Code, label
+from gateway.server import await_ready
 from gateway.store.schema import child_records
 from gateway.synth.export import write_csv
 from gateway.synth.generator import SynthSpec, generate, owner_of
@@ -245,18 +246,10 @@ def _start(cfg_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen[str]
         },
     )
     assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "ready":
-            web, county = str(event.get("web", "")), str(event.get("county", ""))
-            return proc, str(event["address"]), bool(event.get("tls")), web, county
+    event = await_ready(proc.stdout, timeout)
+    if event is not None:
+        web, county = str(event.get("web", "")), str(event.get("county", ""))
+        return proc, str(event["address"]), bool(event.get("tls")), web, county
     proc.kill()
     raise DemoFailed(f"node with config {cfg_path} did not start")
 

@@ -58,6 +58,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from datetime import datetime, timedelta
 from types import FrameType
+from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -560,6 +561,24 @@ class NodeServer:
         self._server.stop(grace).wait()
         self.node.engine.dispose()
         log.info("node %s stopped", self.node.config.node_id)
+
+
+def await_ready(stdout: IO[str], timeout: float) -> dict[str, Any] | None:
+    """Read a ``tongban node serve`` process's standard output up to its ready line (printed by
+    :func:`serve_forever`) and return that event; ``None`` if the output ends, or ``timeout``
+    seconds pass between lines, first. Other lines are skipped."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stdout.readline()
+        if not line:
+            return None
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "ready":
+            return event
+    return None
 
 
 def serve_forever(node: Node) -> int:

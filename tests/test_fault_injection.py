@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import random
 import signal
@@ -57,7 +56,7 @@ from gateway.exchange.relay import HeldItem, RelayStore, SqlRelayStore
 from gateway.exchange.rosters import SendSummary, send_migrant_roster
 from gateway.node import init_node, open_node
 from gateway.roster import intake
-from gateway.server import NodeServer
+from gateway.server import NodeServer, await_ready
 from gateway.store.db import make_engine
 from gateway.store.keyring import DataKeyring, Sealed
 from gateway.store.schema import inbox, relay_items
@@ -214,15 +213,9 @@ class NodeProcess:
                 env=self.env,
             )
         assert self.popen.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.popen.stdout.readline()
-            if not line:
-                break
-            with contextlib.suppress(ValueError):
-                if json.loads(line).get("event") == "ready":
-                    self.starts += 1
-                    return
+        if await_ready(self.popen.stdout, 30) is not None:
+            self.starts += 1
+            return
         self.popen.kill()
         self._reap()
         raise AssertionError(f"{self.cfg.node_id} did not start; see {self.log}")
