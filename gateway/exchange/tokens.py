@@ -107,8 +107,7 @@ def id_token(key: bytes, id_number: str) -> bytes:
     breaks, never the number) instead of getting a token. ``key`` must be 32 bytes (``ValueError``).
     """
     _check_key(key)
-    number = idnumber.parse(id_number).number
-    return hmac.digest(key, _ID_TOKEN_LABEL + number.encode("ascii"), "sha256")
+    return _token(key, idnumber.parse(id_number).number)
 
 
 def stored_id_token(key: bytes, number: str) -> bytes:
@@ -125,7 +124,11 @@ def stored_id_token(key: bytes, number: str) -> bytes:
         raise InvalidIdNumber(IdProblem.LENGTH)
     if idnumber.check_character(number[:17]) != number[17]:
         raise InvalidIdNumber(IdProblem.CHECK_CHARACTER)
-    return hmac.digest(key, _ID_TOKEN_LABEL + number.encode("ascii"), "sha256")
+    return _token(key, number)
+
+
+def _token(key: bytes, canonical: str) -> bytes:
+    return hmac.digest(key, _ID_TOKEN_LABEL + canonical.encode("ascii"), "sha256")
 
 
 def field_key(key: bytes, field: str) -> bytes:
