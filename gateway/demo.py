@@ -71,7 +71,7 @@ from gateway.domain.rules import load_rules
 from gateway.errors import GatewayError
 from gateway.exchange import outbox
 from gateway.exchange.purposes import load_profiles
-from gateway.exchange.roster_pages import notice_workers
+from gateway.exchange.roster_pages import roster_pool
 from gateway.exchange.rosters import received, send_migrant_roster
 from gateway.node import Node, init_node, open_node
 from gateway.reconcile import service as reconcile_service
@@ -360,10 +360,7 @@ def _exchange(w: Any, running: list[RunningNode], callers: dict[str, Caller], pe
         node, cfg = by_id[sender].node, by_id[sender].node.config
         # As `tongban roster send` does: [exchange] roster_workers processes build a roster of
         # several batches (a county's demo roster is one batch, so no worker starts here).
-        with contextlib.ExitStack() as stack:
-            workers = notice_workers(cfg.roster_workers)
-            if workers is not None:
-                stack.enter_context(workers)
+        with roster_pool(cfg.roster_workers) as workers:
             sent = send_migrant_roster(
                 node_id=sender,
                 period=period,

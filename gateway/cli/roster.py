@@ -36,7 +36,7 @@ from gateway.domain.period import MonitoringPeriod
 from gateway.domain.records import ChildKind, ChildRecord, Provenance
 from gateway.errors import InputError, InvalidRecord
 from gateway.exchange.purposes import load_profiles
-from gateway.exchange.roster_pages import notice_workers
+from gateway.exchange.roster_pages import roster_pool
 from gateway.exchange.rosters import send_migrant_roster
 from gateway.node import Node, open_node
 from gateway.roster import IntakeSummary, intake
@@ -238,27 +238,25 @@ def _send(args: argparse.Namespace) -> int:
     node = open_node(cfg)
     # [exchange] roster_workers: the pool starts only for a roster of more than one batch, and
     # this process builds pages until its workers are ready (gateway.exchange.roster_pages).
-    workers = notice_workers(cfg.roster_workers)
     try:
-        now = datetime.now(UTC)
-        keys = acting_keys(cfg, now)
-        summary = send_migrant_roster(
-            node_id=cfg.node_id,
-            period=period.label,
-            children=node.children,
-            engine=node.engine,
-            keyring=node.keyring,
-            directory=keys.directory,
-            profiles=load_profiles(),
-            signer=keys.signer,
-            encryption_key=keys.encryption_key,
-            now=now,
-            batch_size=args.batch_size,
-            workers=workers,
-        )
+        with roster_pool(cfg.roster_workers) as workers:
+            now = datetime.now(UTC)
+            keys = acting_keys(cfg, now)
+            summary = send_migrant_roster(
+                node_id=cfg.node_id,
+                period=period.label,
+                children=node.children,
+                engine=node.engine,
+                keyring=node.keyring,
+                directory=keys.directory,
+                profiles=load_profiles(),
+                signer=keys.signer,
+                encryption_key=keys.encryption_key,
+                now=now,
+                batch_size=args.batch_size,
+                workers=workers,
+            )
     finally:
-        if workers is not None:
-            workers.close()
         node.engine.dispose()
     for r in summary.rosters:
         print(

@@ -65,9 +65,10 @@ import secrets
 import struct
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -400,3 +401,15 @@ def notice_workers(roster_workers: int) -> NoticeWorkers | None:
     notices, the sending process included: ``None`` for 0 or 1 (the sending process alone), else a
     pool of ``roster_workers - 1`` worker processes (not started yet)."""
     return NoticeWorkers(roster_workers - 1) if roster_workers >= 2 else None
+
+
+@contextmanager
+def roster_pool(roster_workers: int) -> Iterator[NoticeWorkers | None]:
+    """:func:`notice_workers` for one command (``tongban roster send``, the demo): its processes,
+    if it ever started them, are stopped on leaving the block."""
+    workers = notice_workers(roster_workers)
+    try:
+        yield workers
+    finally:
+        if workers is not None:
+            workers.close()
