@@ -231,6 +231,38 @@ class Notice:
     birth_encoding: bytes = field(default=b"", repr=False)
 
 
+def notice_wire_from_record(
+    r: ChildRecord | RecordView,
+    *,
+    notice_ref: str,
+    id_token: bytes = b"",
+    name_encoding: bytes = b"",
+    birth_encoding: bytes = b"",
+) -> exchange_pb2.MigrantNotice:
+    """The notice of a child record, on the wire: the record minimised to what ``migrant_notice``
+    needs. This is the one definition of what a notice takes from a record.
+
+    The birth date is reduced to year and month, key-care flags to yes/no; name, ID number,
+    guardian, parents and disability are left behind. Tokens and encodings are computed by the
+    caller under the pair key (``gateway.exchange.tokens``) and passed in. A roster send builds
+    its batches with this directly (one message per record, no :class:`Notice` in between: that
+    halved the cost of this step); :func:`notice_from_record` is the same as a domain value.
+    """
+    born = r.birth_date
+    return exchange_pb2.MigrantNotice(
+        notice_ref=notice_ref,
+        id_token=id_token,
+        name_encoding=name_encoding,
+        birth_year_month=f"{born.year:04d}-{born.month:02d}",
+        sex=_SEX_TO_INT[r.sex],
+        residence_division=r.residence_division,
+        registration_division=r.registration_division,
+        living_since=r.living_since.isoformat() if r.living_since is not None else "",
+        key_care=bool(r.key_care),
+        birth_encoding=birth_encoding,
+    )
+
+
 def notice_from_record(
     r: ChildRecord | RecordView,
     *,
@@ -239,23 +271,16 @@ def notice_from_record(
     name_encoding: bytes = b"",
     birth_encoding: bytes = b"",
 ) -> Notice:
-    """The notice of a child record: the record minimised to what ``migrant_notice`` needs.
-
-    The birth date is reduced to year and month, key-care flags to yes/no; name, ID number,
-    guardian, parents and disability are left behind. Tokens and encodings are computed by the
-    caller under the pair key (``gateway.exchange.tokens``) and passed in.
-    """
-    return Notice(
-        notice_ref=notice_ref,
-        birth_year_month=f"{r.birth_date.year:04d}-{r.birth_date.month:02d}",
-        sex=r.sex,
-        residence_division=r.residence_division,
-        registration_division=r.registration_division,
-        living_since=r.living_since,
-        key_care=bool(r.key_care),
-        id_token=id_token,
-        name_encoding=name_encoding,
-        birth_encoding=birth_encoding,
+    """:func:`notice_wire_from_record` as a domain :class:`Notice` (converted and checked by
+    :func:`notice_from_wire`, so a notice is defined once)."""
+    return notice_from_wire(
+        notice_wire_from_record(
+            r,
+            notice_ref=notice_ref,
+            id_token=id_token,
+            name_encoding=name_encoding,
+            birth_encoding=birth_encoding,
+        )
     )
 
 

@@ -95,6 +95,43 @@ def test_appends_chain_and_verify(engine: Engine) -> None:
     assert audit.tail(engine, 2) == entries[3:]  # read back exactly (times to the microsecond)
 
 
+def _new(i: int, **changes: str) -> audit.NewEntry:
+    fields = {"actor": "cq-liangjiang", "action": "send", "purpose": "migrant_notice", "reference": f"msg-{i:04d}"}
+    return audit.NewEntry(**(fields | changes), detail="to=sc-nanbu", at=T0 + timedelta(seconds=i))
+
+
+def test_append_many_chains_like_one_append_each(engine: Engine) -> None:
+    add(engine, 2)
+    with engine.begin() as conn:
+        assert audit.append_many(conn, []) == []  # nothing to append: nothing locked or written
+        many = audit.append_many(conn, [_new(i) for i in range(2, 6)])
+    assert [e.seq for e in many] == [3, 4, 5, 6]
+    assert audit.verify(engine) == 6
+    assert audit.tail(engine, 4) == many
+    assert many[0].prev_hash == audit.tail(engine, 5)[0].entry_hash  # after the last single append
+    by_one = [
+        audit.entry_hash(
+            seq=e.seq,
+            at=e.at,
+            actor=e.actor,
+            action=e.action,
+            purpose=e.purpose,
+            reference=e.reference,
+            detail=e.detail,
+            prev_hash=e.prev_hash,
+        )
+        for e in many
+    ]
+    assert by_one == [e.entry_hash for e in many]
+
+
+def test_append_many_checks_every_entry_before_writing_any(engine: Engine) -> None:
+    add(engine, 1)
+    with pytest.raises(InputError), engine.begin() as conn:
+        audit.append_many(conn, [_new(1), _new(2), _new(3, reference="王小明")])
+    assert audit.verify(engine) == 1
+
+
 def test_entries_are_read_in_batches(engine: Engine) -> None:
     add(engine, 7)
     assert [e.seq for e in audit.entries(engine, batch=3)] == list(range(1, 8))

@@ -261,18 +261,21 @@ class DeliveryWorker:
         commit per round, not per message: a roster's batches arrive together). If it fails, none
         is recorded; the leases expire and the resend collects the receivers' stored receipts."""
         with self._engine.begin() as conn:
+            entries = []
             for row, receipt in receipted:
                 changed = outbox.mark_delivered(conn, row.message_id, receipt.data, now=now)
                 if changed and self._personal(row.purpose):
-                    audit.append(
-                        conn,
-                        actor=self.node_id,
-                        action=audit.Action.SEND,
-                        purpose=row.purpose,
-                        reference=row.message_id,
-                        detail=f"to={peer} receipt_sha256={hashlib.sha256(receipt.data).hexdigest()}",
-                        at=now,
+                    entries.append(
+                        audit.NewEntry(
+                            actor=self.node_id,
+                            action=audit.Action.SEND,
+                            purpose=row.purpose,
+                            reference=row.message_id,
+                            detail=f"to={peer} receipt_sha256={hashlib.sha256(receipt.data).hexdigest()}",
+                            at=now,
+                        )
                     )
+            audit.append_many(conn, entries)
         for row, _ in receipted:
             self.metrics.inc("delivered")
             log.info("message %s delivered to %s (attempt %d)", row.message_id, peer, row.attempts)

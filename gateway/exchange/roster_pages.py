@@ -73,6 +73,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
+from tongban.v1 import exchange_pb2
 
 from gateway.errors import GatewayError, InvalidIdNumber
 from gateway.exchange.purposes import PurposeProfile, minimise
@@ -81,7 +82,7 @@ from gateway.matching import Encoder
 from gateway.store.db import make_engine
 from gateway.store.keyring import DataKeyring
 from gateway.store.repository import PageRange, SealedPage, open_view, read_page
-from gateway.wire import NoticeBatch, notice_batch_to_wire, notice_from_record
+from gateway.wire import notice_wire_from_record
 
 _LENGTH = struct.Struct(">I")
 START_METHOD = "spawn"  # never fork: see the module docstring
@@ -139,7 +140,7 @@ def build_page(job: PageJob, rows: SealedPage, encoder: Encoder) -> BuiltPage:
                 token = b""
         without_token += not token
         notices.append(
-            notice_from_record(
+            notice_wire_from_record(
                 view,
                 notice_ref=view.record_id,
                 id_token=token,
@@ -147,8 +148,10 @@ def build_page(job: PageJob, rows: SealedPage, encoder: Encoder) -> BuiltPage:
                 birth_encoding=encoder.birth(view.birth_date),
             )
         )
-    batch = NoticeBatch(job.period, job.roster_id, job.batch_index, tuple(notices))
-    wire = minimise(job.profile, notice_batch_to_wire(batch))
+    batch = exchange_pb2.MigrantNoticeBatch(
+        period=job.period, roster_id=job.roster_id, batch_index=job.batch_index, notices=notices
+    )
+    wire = minimise(job.profile, batch)
     entries = []
     for entry in wire.notices:  # the manifest digest covers exactly what is signed
         data = entry.SerializeToString(deterministic=True)
