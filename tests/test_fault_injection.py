@@ -58,7 +58,7 @@ from gateway.node import init_node, open_node
 from gateway.roster import intake
 from gateway.server import NodeServer, await_ready
 from gateway.store.db import make_engine
-from gateway.store.keyring import DataKeyring, Sealed
+from gateway.store.keyring import DataKeyring
 from gateway.store.schema import inbox, relay_items
 from gateway.store.schema import outbox as outbox_table
 from gateway.synth.generator import SynthSpec, generate, roster_for
@@ -359,14 +359,7 @@ def assert_receipts_verify(
 ) -> None:
     """Each message has a stored receipt, and it verifies against ``directory`` for ``receiver``,
     this message id and the digest of the envelope actually sent (opened from the sender's outbox)."""
-    columns = (outbox_table.c.message_id, outbox_table.c.key_id, outbox_table.c.envelope_sealed)
-    with engine.connect() as conn:
-        envelopes = {
-            r.message_id: keyring.open(
-                Sealed(r.key_id, bytes(r.envelope_sealed)), context=outbox.sealing_context(r.message_id)
-            )
-            for r in conn.execute(select(*columns))
-        }
+    envelopes = outbox.envelopes(engine, keyring)
     for message_id in message_ids:
         receipt = outbox.receipt_of(engine, message_id)
         assert receipt is not None

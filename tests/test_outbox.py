@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, delete, select, text, update
 
 from gateway.cli import main
 from gateway.errors import DecryptionFailed, DuplicateRecord
@@ -23,8 +23,7 @@ from gateway.exchange import outbox
 from gateway.exchange.outbox import Status
 from gateway.store.db import make_engine, migrate
 from gateway.store.keyring import DataKeyring
-from gateway.store.schema import node_meta
-from gateway.store.schema import outbox as outbox_table
+from gateway.store.schema import node_meta, outbox_envelopes
 
 T = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -93,20 +92,32 @@ def test_enqueue_commits_with_the_business_write_or_not_at_all(engine: Engine, k
 def test_the_envelope_is_sealed_at_rest_and_bound_to_its_row(engine: Engine, keyring: DataKeyring) -> None:
     a, b = message(n=1), message(n=2)
     queue(engine, keyring, [a, b])
+    envelopes = outbox_envelopes.c
     with engine.connect() as conn:
-        blobs = dict(conn.execute(select(outbox_table.c.message_id, outbox_table.c.envelope_sealed)).all())
+        blobs = dict(conn.execute(select(envelopes.message_id, envelopes.envelope_sealed)).all())
     assert all(m.data not in bytes(blobs[m.message_id]) for m in (a, b))
     claimed = {c.message_id: c for c in outbox.claim(engine, "w1", now=T)}
     assert claimed[a.message_id].envelope(keyring) == a.data
     with engine.begin() as conn:  # paste a's ciphertext into b's row
         conn.execute(
-            update(outbox_table)
-            .where(outbox_table.c.message_id == b.message_id)
+            update(outbox_envelopes)
+            .where(envelopes.message_id == b.message_id)
             .values(envelope_sealed=blobs[a.message_id])
         )
     moved = outbox.claim(engine, "w2", now=T + 10 * MINUTE)
     with pytest.raises(DecryptionFailed):
         next(c for c in moved if c.message_id == b.message_id).envelope(keyring)
+
+
+def test_a_row_whose_envelope_is_missing_is_unreadable_not_a_crash(engine: Engine, keyring: DataKeyring) -> None:
+    a, b = message(n=1), message(n=2)
+    queue(engine, keyring, [a, b])
+    with engine.begin() as conn:  # a damaged database: b's envelope is gone
+        conn.execute(delete(outbox_envelopes).where(outbox_envelopes.c.message_id == b.message_id))
+    claimed = {c.message_id: c for c in outbox.claim(engine, "w1", now=T + MINUTE)}
+    assert claimed[a.message_id].envelope(keyring) == a.data
+    with pytest.raises(DecryptionFailed):
+        claimed[b.message_id].envelope(keyring)
 
 
 def test_a_message_id_is_queued_once(engine: Engine, keyring: DataKeyring) -> None:

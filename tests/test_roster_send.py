@@ -55,9 +55,9 @@ from gateway.exchange.rosters import MANIFEST_PURPOSE, NOTICE_PURPOSE, SendSumma
 from gateway.exchange.tokens import pair_key
 from gateway.matching import Encoder
 from gateway.store.db import make_engine, migrate
-from gateway.store.keyring import DataKeyring, Sealed
+from gateway.store.keyring import DataKeyring
 from gateway.store.repository import SqlChildRepository
-from gateway.store.schema import child_records
+from gateway.store.schema import child_records, outbox_envelopes
 from gateway.store.schema import outbox as outbox_table
 from gateway.trust.verifier import Directory, TrustState
 from tests import factories
@@ -135,16 +135,11 @@ class Queued:
 def queued(s: Store) -> Queued:
     """What the outbox holds, opened: the notice batches in batch order and the manifest."""
     with s.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                outbox_table.c.message_id, outbox_table.c.purpose, outbox_table.c.key_id, outbox_table.c.envelope_sealed
-            )
-        ).all()
+        rows = conn.execute(select(outbox_table.c.message_id, outbox_table.c.purpose)).all()
+    sent = outbox.envelopes(s.engine, s.keyring)
     batches, manifests = [], []
     for row in rows:
-        data = s.keyring.open(
-            Sealed(row.key_id, bytes(row.envelope_sealed)), context=outbox.sealing_context(row.message_id)
-        )
+        data = sent[row.message_id]
         payload = envelope_pb2.Envelope.FromString(data).payload
         if row.purpose == NOTICE_PURPOSE:
             batches.append(exchange_pb2.MigrantNoticeBatch.FromString(payload))
@@ -163,6 +158,7 @@ def outbox_rows(s: Store) -> int:
 def clear_outbox(s: Store) -> None:
     with s.engine.begin() as conn:
         conn.execute(delete(outbox_table))
+        conn.execute(delete(outbox_envelopes))
 
 
 def notices(q: Queued) -> list[bytes]:

@@ -37,7 +37,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import Engine, MetaData, select
+from sqlalchemy import Connection, Engine, MetaData, select
 
 from gateway import audit, config
 from gateway.cases.store import CaseStore
@@ -50,7 +50,8 @@ from gateway.exchange.purposes import load_profiles
 from gateway.node import open_node
 from gateway.server import NodeServer
 from gateway.store.db import SCRIPT_LOCATION, current_revision, head_revision, make_engine, migrate
-from gateway.store.schema import metadata
+from gateway.store.schema import metadata, outbox_envelopes
+from gateway.store.schema import outbox as outbox_table
 from gateway.trust import keyfile
 from gateway.trust.store import utc_now
 from gateway.trust.tls import secure_channel_to
@@ -85,8 +86,18 @@ def first_revision() -> str:
     return base
 
 
-# Rows shaped the old way, for a revision whose upgrade transforms data: revision -> table -> rows.
-OLD_ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {}
+def _outbox_with_envelopes(src: Connection) -> list[dict[str, Any]]:
+    """Outbox rows as revisions before 0011 held them: the sealed envelope inline."""
+    o, e = outbox_table.c, outbox_envelopes.c
+    query = select(outbox_table, e.key_id, e.envelope_sealed).join(outbox_envelopes, e.message_id == o.message_id)
+    return [dict(r._mapping) for r in src.execute(query)]
+
+
+# Rows shaped the old way, for a revision whose upgrade transforms data: revision -> table -> how to
+# read them from the donor (today's schema).
+OLD_ROWS: dict[str, dict[str, Callable[[Connection], list[dict[str, Any]]]]] = {
+    "0010": {"outbox": _outbox_with_envelopes},  # 0011 moved the envelope to outbox_envelopes
+}
 
 
 @dataclasses.dataclass
@@ -139,7 +150,8 @@ def copy_into(revision: str, donor: Engine, target: Engine) -> dict[str, int]:
         for table in old.sorted_tables:
             if table.name == "alembic_version":
                 continue
-            rows = OLD_ROWS.get(revision, {}).get(table.name)
+            shape = OLD_ROWS.get(revision, {}).get(table.name)
+            rows = shape(src) if shape is not None else None
             if rows is None:
                 today = metadata.tables.get(table.name)
                 if today is None:

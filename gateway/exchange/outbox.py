@@ -4,8 +4,9 @@
 inside the caller's transaction — the one that also writes the business change that produced the
 message — so either both are committed or neither is (the habit of procrastinate). The envelope
 bytes are sealed at rest with the node's data key, bound to the row by the context
-``b"outbox\\0" + message_id``; the plain columns hold only routing facts (peer, purpose, times,
-attempt count, error codes).
+``b"outbox\\0" + message_id``, and kept in ``outbox_envelopes`` beside the row, written with it and
+never changed (so the updates a row goes through do not rewrite it on SQLite); the plain columns
+hold only routing facts (peer, purpose, times, attempt count, error codes).
 
 **Rows move** ``queued → delivered`` (a verified receipt is stored beside it) or ``queued → dead``
 (a permanent refusal, a revoked peer, or transient failures past the retry horizon; the reason is
@@ -43,9 +44,9 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway.errors import DuplicateRecord, StorageError
+from gateway.errors import DecryptionFailed, DuplicateRecord, StorageError
 from gateway.store.keyring import DataKeyring, Sealed
-from gateway.store.schema import outbox
+from gateway.store.schema import outbox, outbox_envelopes
 
 MAX_ERROR_CHARS = 200  # outbox.last_error
 
@@ -99,10 +100,13 @@ class Claimed:
     purpose: str
     attempts: int
     created_at: datetime
-    sealed: Sealed
+    sealed: Sealed | None  # None: the row's envelope is missing (never written so; a damaged database)
 
     def envelope(self, keyring: DataKeyring) -> bytes:
-        """The envelope bytes, exactly as signed (``DataKeyMissing`` / ``DecryptionFailed``)."""
+        """The envelope bytes, exactly as signed (``DataKeyMissing`` / ``DecryptionFailed``; the
+        latter too when the envelope is missing: the delivery loop dead-letters the row as unreadable)."""
+        if self.sealed is None:
+            raise DecryptionFailed("the outbox row has no stored envelope")
         return keyring.open(self.sealed, context=sealing_context(self.message_id))
 
 
@@ -148,11 +152,14 @@ def enqueue(conn: Connection, outgoing: OutgoingMessage, keyring: DataKeyring, *
                 claimed_by=None,
                 claimed_until=None,
                 last_error=None,
-                key_id=sealed.key_id,
-                envelope_sealed=sealed.blob,
                 receipt=None,
                 created_at=now,
                 delivered_at=None,
+            )
+        )
+        conn.execute(
+            insert(outbox_envelopes).values(
+                message_id=outgoing.message_id, key_id=sealed.key_id, envelope_sealed=sealed.blob
             )
         )
     except IntegrityError:
@@ -213,12 +220,21 @@ def claim(
             outbox.c.attempts,
             outbox.c.created_at,
             outbox.c.next_attempt_at,
-            outbox.c.key_id,
-            outbox.c.envelope_sealed,
         )
     )
     with engine.begin() as conn:
         rows = list(conn.execute(stmt))
+        # The envelopes, read in the same transaction (written with their rows, never changed).
+        e = outbox_envelopes.c
+        ids = [r.message_id for r in rows]
+        sealed = (
+            {
+                s.message_id: Sealed(s.key_id, bytes(s.envelope_sealed))
+                for s in conn.execute(select(e.message_id, e.key_id, e.envelope_sealed).where(e.message_id.in_(ids)))
+            }
+            if ids
+            else {}
+        )
     rows.sort(key=lambda r: (_utc(r.next_attempt_at), _utc(r.created_at), r.message_id))
     return [
         Claimed(
@@ -227,7 +243,7 @@ def claim(
             purpose=r.purpose,
             attempts=r.attempts,
             created_at=_utc(r.created_at),
-            sealed=Sealed(r.key_id, bytes(r.envelope_sealed)),
+            sealed=sealed.get(r.message_id),
         )
         for r in rows
     ]
@@ -392,6 +408,19 @@ def receipt_of(engine: Engine, message_id: str) -> bytes | None:
     with engine.connect() as conn:
         value = conn.execute(select(outbox.c.receipt).where(outbox.c.message_id == message_id)).scalar()
     return None if value is None else bytes(value)
+
+
+def envelopes(engine: Engine, keyring: DataKeyring) -> dict[str, bytes]:
+    """Every queued, delivered or dead message's envelope, opened: message id → the bytes exactly
+    as signed (what a receipt's digest covers). For checks after the fact (tests, benchmarks);
+    ``DataKeyMissing`` / ``DecryptionFailed`` as :meth:`Claimed.envelope`."""
+    e = outbox_envelopes.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(e.message_id, e.key_id, e.envelope_sealed)).all()
+    return {
+        r.message_id: keyring.open(Sealed(r.key_id, bytes(r.envelope_sealed)), context=sealing_context(r.message_id))
+        for r in rows
+    }
 
 
 def list_messages(

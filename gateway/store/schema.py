@@ -82,12 +82,22 @@ outbox = Table(
     Column("claimed_by", String(64), nullable=True),
     Column("claimed_until", DateTime(timezone=True), nullable=True),
     Column("last_error", String(200), nullable=True),
-    Column("key_id", String(40), nullable=False),
-    Column("envelope_sealed", LargeBinary, nullable=False),
     Column("receipt", LargeBinary, nullable=True),  # the receiver's signed receipt (no personal data)
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     Index(None, "status", "peer", "next_attempt_at"),
+)
+
+# The sealed envelope of each outbox row, written with it and never changed (migration 0011). It
+# lives apart because the outbox row changes several times on its way (claimed, retried,
+# delivered), and SQLite rewrites a whole row on every update: with a roster batch's ~180 KB
+# envelope inline, claiming and recording a roster's delivery rewrote every envelope twice.
+outbox_envelopes = Table(
+    "outbox_envelopes",
+    metadata,
+    Column("message_id", String(36), primary_key=True),  # the outbox row's
+    Column("key_id", String(40), nullable=False),
+    Column("envelope_sealed", LargeBinary, nullable=False),
 )
 
 # Messages this node has received and verified. The primary key is the message id: a repeated id
