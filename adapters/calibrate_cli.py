@@ -58,9 +58,16 @@ class MatcherUnavailable(ConfigError):
 
 
 def run_match(
-    registration: Path, residence: Path, out: Path, *, auto: float | None = None, review: float | None = None
-) -> None:
-    """Run ``tongban match REGISTRATION RESIDENCE --out OUT [--auto A --review R]`` in this process.
+    registration: Path,
+    residence: Path,
+    out: Path,
+    *,
+    auto: float | None = None,
+    review: float | None = None,
+    household_register: Path | None = None,
+) -> str:
+    """Run ``tongban match REGISTRATION RESIDENCE --out OUT [--auto A --review R]
+    [--household-register FILE]`` in this process and return the summary it printed (counts only).
 
     Raises :class:`MatcherUnavailable` unless it exits 0 and wrote ``out``."""
     from gateway.cli import main  # here, not at import: gateway.cli loads every command group
@@ -70,14 +77,18 @@ def run_match(
         argv += ["--auto", repr(auto)]
     if review is not None:
         argv += ["--review", repr(review)]
+    if household_register is not None:
+        argv += ["--household-register", str(household_register)]
     out.unlink(missing_ok=True)
+    printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # its own summary: counts we print better ourselves
+        with contextlib.redirect_stdout(printed):  # its own summary: counts we print better ourselves
             code = main(argv)
     except SystemExit as exc:  # argparse: the command or an option does not exist (yet)
         code = exc.code if isinstance(exc.code, int) else 2
     if code != 0 or not out.exists():
         raise MatcherUnavailable(f"`tongban match` exited {code} without writing its links file")
+    return printed.getvalue()
 
 
 def score_links(pair: LedgerPair, links: Path, *, examples_per_kind: int = 10) -> Evaluation:

@@ -3,6 +3,7 @@
 ::
 
     tongban match REGISTRATION_FILE RESIDENCE_FILE --out LINKS.csv [--mapping FILE] [--auto X --review Y]
+                  [--household-register FILE [--register-mapping FILE]]
 
 Both files are read with :func:`adapters.tabular.read_table` (CSV or XLSX, Chinese headers, an
 optional column mapping). Each row gives name, sex, ID number and birth date:
@@ -20,12 +21,27 @@ exactly as nodes encode notices (:func:`gateway.matching.encode`, pairwise ID to
 
 and the terminal a summary of counts and time — never a name, an ID number or a date.
 
-In-process use (benchmarks, tests): :func:`match_tables` takes two :class:`adapters.tabular.Table`
-values and returns a :class:`MatchRun` (the links by row number and the counts), with no file
-output; :func:`entries_of` turns one table into matcher entries under a given key.
+**Single births** (``--household-register FILE``, the registration county's 户籍登记; CSV or XLSX
+with 户号, 姓名, 公民身份号码, 出生日期, read by :mod:`adapters.household`, its layout described by
+``--register-mapping``, not ``--mapping``). Each registration row is looked up in the register (by
+its valid ID number, else by name and birth date when that pair is unique there) and counts as a
+**single birth** when no other member of its household was born within a day of it; such an entry
+gets ``single_birth=True``, and every registration entry its name's edit masks
+(``Encoder.name_edits``), so that a notice whose name is a one-character edit of a single birth's,
+born the same day, may be linked automatically (:mod:`gateway.matching.matcher`, "Single births").
+A child with a sibling born within a day, one not found, or one the register leaves undecided (a
+row of it could not be read) keeps the default: such an edit goes to review. The residence side
+never gets either field. The summary adds two lines: the register's rows, households and skipped
+rows (row numbers and reasons), and how many registration rows are single births, have a sibling
+born within a day, are not found or undecided. Without the option, nothing changes.
 
-Exit codes: 0 done, 2 usage, 65 a file is not a roster, 74 a file cannot be read or written,
-78 a bad mapping file.
+In-process use (benchmarks, tests): :func:`match_tables` takes two :class:`adapters.tabular.Table`
+values (and optionally a register table from :func:`adapters.household.open_register`) and
+returns a :class:`MatchRun` (the links by row number and the counts), with no file output;
+:func:`entries_of` turns one table into matcher entries under a given key.
+
+Exit codes: 0 done, 2 usage, 65 a file is not a roster (or not a household register), 74 a file
+cannot be read or written, 78 a bad mapping file.
 """
 
 from __future__ import annotations
@@ -34,16 +50,23 @@ import argparse
 import csv
 import logging
 import os
-import re
 import sys
 import time
-import unicodedata
+from collections import Counter
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
+from adapters.household import (
+    BirthCounts,
+    BirthStatus,
+    HouseholdRegister,
+    RegisterSummary,
+    birth_status,
+    build_register,
+    open_register,
+)
 from adapters.ledger import parse_sex
-from adapters.tabular import Table, load_mapping, read_table
+from adapters.tabular import Table, load_mapping, parse_birth_date, read_table
 from gateway.domain import idnumber
 from gateway.errors import InvalidIdNumber, StorageError
 from gateway.exchange.tokens import KEY_BYTES, id_token
@@ -51,38 +74,27 @@ from gateway.matching import Band, Encoder, Entry, Link, MatchResult, Thresholds
 
 log = logging.getLogger(__name__)
 
-_DATE = (
-    re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T].*)?"),
-    re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日?"),
-    re.compile(r"(\d{4})(\d{2})(\d{2})"),
-)
-
-
-def parse_birth_date(text: str) -> date | None:
-    """``2015-06-01``, ``2015/6/1``, ``2015.06.01``, ``2015年6月1日``, ``20150601``; ``None`` otherwise."""
-    folded = unicodedata.normalize("NFKC", text).strip()
-    for pattern in _DATE:
-        m = pattern.fullmatch(folded)
-        if m:
-            try:
-                return date(int(m[1]), int(m[2]), int(m[3]))
-            except ValueError:
-                return None
-    return None
-
 
 @dataclass(frozen=True)
 class SideCounts:
     rows: int
     valid_ids: int
     dates_unparsed: int
+    births: BirthCounts | None = None  # the registration side, with a household register
 
 
-def entries_of(table: Table, key: bytes, encoder: Encoder | None = None) -> tuple[list[Entry], SideCounts]:
-    """Matcher entries of a table's rows under ``key`` (``ref`` = the row number), and counts."""
+def entries_of(
+    table: Table, key: bytes, encoder: Encoder | None = None, *, register: HouseholdRegister | None = None
+) -> tuple[list[Entry], SideCounts]:
+    """Matcher entries of a table's rows under ``key`` (``ref`` = the row number), and counts.
+
+    With ``register`` (the registration ledger only), each entry also gets ``single_birth`` from
+    :func:`adapters.household.birth_status` and ``name_edits`` of its name, and the counts the
+    statuses."""
     enc = encoder or Encoder(key)
     entries: list[Entry] = []
     valid = unparsed = 0
+    statuses: Counter[BirthStatus] = Counter()
     for number, row in table.rows():
         sex = parse_sex(row.get("sex", ""))
         typed_date = row.get("birth_date", "")
@@ -90,6 +102,7 @@ def entries_of(table: Table, key: bytes, encoder: Encoder | None = None) -> tupl
         if typed_date and born is None:
             unparsed += 1
         token = b""
+        resident: idnumber.ResidentId | None = None
         raw_id = row.get("id_number", "")
         if raw_id:
             try:
@@ -101,8 +114,17 @@ def entries_of(table: Table, key: bytes, encoder: Encoder | None = None) -> tupl
                 born, sex = resident.birth_date, resident.sex  # the number's own facts win
                 valid += 1
         ym = f"{born.year:04d}-{born.month:02d}" if born else None
-        entries.append(Entry(number, token, enc.name(row.get("name", "")), enc.birth(born), sex, ym))
-    return entries, SideCounts(len(entries), valid, unparsed)
+        name = row.get("name", "")
+        single, edits = False, b""
+        if register is not None:
+            status = birth_status(register, name, resident, born)
+            statuses[status] += 1
+            single, edits = status is BirthStatus.SINGLE, enc.name_edits(name)
+        entries.append(
+            Entry(number, token, enc.name(name), enc.birth(born), sex, ym, single_birth=single, name_edits=edits)
+        )
+    births = BirthCounts.of(statuses) if register is not None else None
+    return entries, SideCounts(len(entries), valid, unparsed, births)
 
 
 @dataclass(frozen=True)
@@ -113,6 +135,7 @@ class MatchRun:
     registration: SideCounts
     residence: SideCounts
     seconds: float
+    register: RegisterSummary | None = None  # with a household register
 
     @property
     def links(self) -> tuple[Link, ...]:
@@ -120,19 +143,28 @@ class MatchRun:
 
 
 def match_tables(
-    registration: Table, residence: Table, thresholds: Thresholds | None = None, *, key: bytes | None = None
+    registration: Table,
+    residence: Table,
+    thresholds: Thresholds | None = None,
+    *,
+    key: bytes | None = None,
+    register: Table | None = None,
 ) -> MatchRun:
     """Encode both tables under one pair key (random unless given) and match them.
 
-    Left = the registration ledger, right = the residence ledger; link refs are row numbers.
+    Left = the registration ledger, right = the residence ledger; link refs are row numbers. With
+    ``register`` (a household register, :func:`adapters.household.open_register`), the registration
+    entries carry single births and edit masks (module docstring); reading it is part of the time.
     """
     started = time.perf_counter()
     pair_key = key if key is not None else os.urandom(KEY_BYTES)
     encoder = Encoder(pair_key)
-    left, reg_counts = entries_of(registration, pair_key, encoder)
+    index = build_register(register) if register is not None else None
+    left, reg_counts = entries_of(registration, pair_key, encoder, register=index)
     right, res_counts = entries_of(residence, pair_key, encoder)
     result = match(left, right, thresholds or Thresholds())
-    return MatchRun(result, reg_counts, res_counts, time.perf_counter() - started)
+    summary = index.summary if index is not None else None
+    return MatchRun(result, reg_counts, res_counts, time.perf_counter() - started, summary)
 
 
 def write_links(links: tuple[Link, ...], path: Path) -> None:
@@ -148,12 +180,19 @@ def write_links(links: tuple[Link, ...], path: Path) -> None:
 
 def summary(run: MatchRun) -> str:
     r = run.result
+    single_births = []
+    if run.register is not None and run.registration.births is not None:
+        single_births = [
+            f"register:          {run.register.describe()}",
+            f"single births:     {run.registration.births.describe()}",
+        ]
     return "\n".join(
         [
             f"registration rows: {run.registration.rows} ({run.registration.valid_ids} with a valid ID, "
             f"{run.registration.dates_unparsed} dates unreadable)",
             f"residence rows:    {run.residence.rows} ({run.residence.valid_ids} with a valid ID, "
             f"{run.residence.dates_unparsed} dates unreadable)",
+            *single_births,
             f"matched:           {r.band_count(Band.MATCHED)} (exact {r.band_count(Band.MATCHED, 'exact')}, "
             f"fuzzy {r.band_count(Band.MATCHED, 'fuzzy')})",
             f"review:            {r.band_count(Band.REVIEW)}",
@@ -175,9 +214,16 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"tongban match: {exc}", file=sys.stderr)
         return 2
+    if args.register_mapping is not None and args.household_register is None:
+        print("tongban match: --register-mapping needs --household-register", file=sys.stderr)
+        return 2
     registration = read_table(args.registration, mapping=mapping)
     residence = read_table(args.residence, mapping=mapping)
-    run = match_tables(registration, residence, thresholds)
+    register = None
+    if args.household_register is not None:
+        register_mapping = load_mapping(args.register_mapping) if args.register_mapping else None
+        register = open_register(args.household_register, mapping=register_mapping)
+    run = match_tables(registration, residence, thresholds, register=register)
     write_links(run.links, args.out)
     log.info("match done: %d links in %.1f s", len(run.links), run.seconds)
     print(summary(run))
@@ -197,4 +243,17 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--mapping", type=Path, help="column mapping file for both ledgers (see docs/county-ledgers.md)")
     p.add_argument("--auto", type=float, help=f"score to link automatically (default {defaults.auto})")
     p.add_argument("--review", type=float, help=f"score to propose for review (default {defaults.review})")
+    p.add_argument(
+        "--household-register",
+        type=Path,
+        metavar="FILE",
+        help="the registration county's household register (户籍登记: 户号, 姓名, 公民身份号码, 出生日期; CSV/XLSX): "
+        "its single births may be linked despite a one-character name typo (see docs/county-ledgers.md)",
+    )
+    p.add_argument(
+        "--register-mapping",
+        type=Path,
+        metavar="FILE",
+        help="column mapping file for the household register (the ledgers' --mapping does not apply to it)",
+    )
     p.set_defaults(handler=_run)

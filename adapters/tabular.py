@@ -61,6 +61,7 @@ from __future__ import annotations
 import codecs
 import csv
 import logging
+import re
 import tomllib
 import unicodedata
 import warnings
@@ -97,8 +98,13 @@ FIELDS: tuple[str, ...] = (
     "kind",
 )
 
+#: Fields of a household register (户籍登记, :mod:`adapters.household`) that a child ledger has not.
+#: Known to the header look-up and to mapping files like :data:`FIELDS`; a ledger ignores them.
+REGISTER_FIELDS: tuple[str, ...] = ("household_number",)
+
 #: Folded header text -> canonical field. The first name of each group is the national system's
 #: export header (``gateway.synth.export.CSV_HEADER``); the rest are variants seen in county files.
+#: ``household_number`` (户号) is a household register's column (:data:`REGISTER_FIELDS`).
 HEADER_ALIASES: dict[str, str] = {
     alias: name
     for name, aliases in {
@@ -128,6 +134,7 @@ HEADER_ALIASES: dict[str, str] = {
         "disability_level": ("残疾等级", "残疾级别"),
         "key_care": ("重点关爱情形", "重点关爱对象", "重点关爱类型"),
         "kind": ("儿童类别", "儿童类型", "类别"),
+        "household_number": ("户号", "户编号", "户口编号", "户籍户号"),
     }.items()
     for alias in aliases
 }
@@ -191,8 +198,8 @@ def mapping_from_dict(doc: AbcMapping[str, Any], *, origin: str = "mapping") -> 
         return {str(k): v for k, v in value.items()}
 
     def known_field(name: str, where: str) -> str:
-        if name not in FIELDS:
-            raise fail(f"{where}: {name!r} is not a canonical field ({', '.join(FIELDS)})")
+        if name not in FIELDS and name not in REGISTER_FIELDS:
+            raise fail(f"{where}: {name!r} is not a canonical field ({', '.join(FIELDS + REGISTER_FIELDS)})")
         return name
 
     columns = {
@@ -314,6 +321,26 @@ def cell_text(value: object) -> str:
     if isinstance(value, bytes | bytearray | memoryview):
         return ""
     return str(value)
+
+
+_BIRTH_DATE = (
+    re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T].*)?"),
+    re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日?"),
+    re.compile(r"(\d{4})(\d{2})(\d{2})"),
+)
+
+
+def parse_birth_date(text: str) -> date | None:
+    """``2015-06-01``, ``2015/6/1``, ``2015.06.01``, ``2015年6月1日``, ``20150601``; ``None`` otherwise."""
+    folded = unicodedata.normalize("NFKC", text).strip()
+    for pattern in _BIRTH_DATE:
+        m = pattern.fullmatch(folded)
+        if m:
+            try:
+                return date(int(m[1]), int(m[2]), int(m[3]))
+            except ValueError:
+                return None
+    return None
 
 
 # --- CSV ------------------------------------------------------------------------------------------
@@ -502,12 +529,14 @@ def table_from_rows(
 __all__ = [
     "FIELDS",
     "HEADER_ALIASES",
+    "REGISTER_FIELDS",
     "Mapping",
     "Table",
     "cell_text",
     "detect_encoding",
     "fold_header",
     "load_mapping",
+    "parse_birth_date",
     "read_table",
     "recognise",
     "table_from_rows",

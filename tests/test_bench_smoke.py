@@ -334,7 +334,7 @@ def test_the_readme_table_replaces_only_its_block_and_detects_drift(tmp_path: Pa
 @pytest.mark.slow
 def test_quick_matching_benchmark_writes_complete_results(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.matching", "--quick", "--results-dir", str(tmp_path)],
+        [sys.executable, "-m", "bench.matching", "--quick", "--single-births", "--results-dir", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -371,6 +371,15 @@ def test_quick_matching_benchmark_writes_complete_results(tmp_path: Path) -> Non
     assert [name for name, k in evaluation["kinds"].items() if name != "non_overlap" and k["pairs"] == 0] == []
     assert isinstance(run["goal_met"], bool)
     assert isinstance(result["goal_met"], bool)
+    # --single-births: `tongban match --household-register` and the ledger's own guess
+    births = run["single_births"]
+    assert births.keys() == {"ledger", "household"}
+    register = births["household"]
+    assert register["pipeline"].startswith("tongban match")
+    assert register["single_births"] + sum(register["not_single"].values()) == 2000
+    assert register["evaluation"]["sibling_auto_matched"].get("twin", 0) == 0
+    assert register["evaluation"]["overall"]["f1"] > evaluation["overall"]["f1"]
+    assert "SINGLE BIRTHS FROM THE HOUSEHOLD REGISTER" in proc.stdout
 
 
 # --- tongban bench --------------------------------------------------------------------------------

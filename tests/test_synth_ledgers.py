@@ -30,7 +30,9 @@ from gateway.synth.ledgers import (
     ID_KINDS,
     KINDS,
     NAME_KINDS,
+    REGISTER_HEADER,
     STACKED,
+    TWIN,
     LedgerPair,
     LedgerSpec,
     generate_ledgers,
@@ -90,8 +92,10 @@ def test_same_seed_same_bytes_other_seed_other_bytes() -> None:
     assert a.residence_lines == b.residence_lines
     assert a.truth == b.truth
     assert a.siblings == b.siblings
+    assert a.register_lines == b.register_lines
     c = generate_ledgers(LedgerSpec(rows=200, overlap=0.5, seed=4))
     assert c.residence_lines != a.residence_lines
+    assert c.register_lines != a.register_lines
 
 
 @pytest.mark.parametrize("overlap", [0.5, 0.9])
@@ -308,6 +312,35 @@ def test_files_are_national_csv_and_truth_reads_back(pair: LedgerPair, tmp_path:
         assert read_truth(f) == pair.truth
     with files.siblings.open(encoding="utf-8") as f:
         assert read_siblings(f) == pair.siblings
+    register = files.register.read_bytes()
+    assert register.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.reader(io.StringIO(register.decode("utf-8-sig"), newline="")))
+    assert tuple(rows[0]) == REGISTER_HEADER == ("户号", "姓名", "性别", "公民身份号码", "出生日期", "与户主关系")
+    assert len(rows) == len(pair.register_lines) + 1
+
+
+def test_register_holds_both_twins_of_a_lone_twin_pair() -> None:
+    """A lone twin's co-twin lives in the residence ledger only; the register lists both, in one
+    household (row numbers only in messages)."""
+    p = generate_ledgers(LedgerSpec(rows=1500, overlap=0.7, seed=11))
+    assert p.lone_twins > 0
+    register = {cells[3]: cells[0] for cells in iter_rows(p.register_lines)}  # ID number -> 户号
+    reg = list(iter_rows(p.registration_lines))
+    res = list(iter_rows(p.residence_lines))
+    twins = [
+        s
+        for s in p.siblings
+        if s.relation == TWIN
+        and p.registration_valid_id[s.registration_row - 1]
+        and p.residence_valid_id[s.residence_row - 1]
+    ]
+    assert twins  # not vacuous
+    apart = [
+        (s.registration_row, s.residence_row)
+        for s in twins
+        if register.get(reg[s.registration_row - 1][COL_ID], "?") != register.get(res[s.residence_row - 1][COL_ID])
+    ]
+    assert apart == []
 
 
 def test_bad_specs_are_refused() -> None:

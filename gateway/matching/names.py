@@ -284,3 +284,14 @@ def normalise_name(raw: str) -> NormalisedName:
     # Separators matter for segmentation of Latin names: keep them for that path.
     latin = unicodedata.normalize("NFKC", raw)
     return NormalisedName(chars="", syllables=_latin_syllables(latin))
+
+
+def han_characters(raw: str) -> str:
+    """``normalise_name(raw).chars`` without reading the pinyin (a household register's names are
+    compared on their characters only, and most are read once): the simplified Han characters,
+    separators and white space dropped, full-width folded; ``""`` for a name without any."""
+    plain = _plain_han(raw) if raw else None
+    if plain:
+        return plain
+    text = unicodedata.normalize("NFKC", raw)
+    return "".join(ch for c in text if _is_han(c) for ch in _simplified(c) if _is_han(ch))

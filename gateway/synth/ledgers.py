@@ -43,6 +43,13 @@ would each hold for one monitoring period, from the seeded household generator
   mistype the ID number, with ``registration_corruption_rate``. A kind is only applied where it
   can do what it says (a day–month swap needs both ≤ 12 and different, a truncation a name of
   three characters or more, …); otherwise another kind is drawn.
+* **Household register.** :attr:`LedgerPair.register_lines` is the registration county's household
+  register (户籍登记) for those children, as :func:`write_register` writes it (:data:`REGISTER_HEADER`:
+  户号, 姓名, 性别, 公民身份号码, 出生日期, 与户主关系): every child of every household with a child in
+  either ledger — also a co-twin in the residence ledger only, and a sibling in neither ledger —
+  under its issued name, ID number and birth date (the register is not corrupted), 户号 a stable
+  household number (:func:`household_number`). Guardians are not listed (the generator gives them
+  no birth date). It is what ``tongban match --household-register`` reads to know single births.
 * **Truth.** :attr:`LedgerPair.truth` lists (registration row, residence row, kinds) for every
   child in both ledgers, rows numbered from 1 with the header excluded, ``kinds`` the union of
   both rows' kinds (``("clean",)`` when neither row was touched).
@@ -55,7 +62,8 @@ Everything is a function of :class:`LedgerSpec`: the households come from the ge
 per-household seeds, corruption of household *i* from ``Random("tongban-ledgers:{seed}:{i}")``,
 each shuffle from its own seed. Rows are kept as encoded CSV lines (bytes) plus a few integers
 each — about the size of the ledger files themselves — because the shuffle needs every row
-before the first can be written; nothing else grows with ``rows``.
+before the first can be written; the register's lines likewise (one per child of the households
+used, in generation order: about one ledger's size again); nothing else grows with ``rows``.
 
 Nothing here is a real person: names, ID numbers and phones are the generator's.
 """
@@ -80,7 +88,7 @@ from pypinyin import Style, lazy_pinyin
 from gateway.domain import idnumber
 from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import MonitoringPeriod
-from gateway.domain.records import ChildRecord
+from gateway.domain.records import ChildRecord, Sex
 from gateway.domain.rules import RuleBook, load_rules
 from gateway.errors import ConfigError, InputError
 from gateway.matching.evaluate import KIND_SEPARATOR, SiblingLink, TruthPair
@@ -112,6 +120,9 @@ COL_NAME = CSV_HEADER.index("姓名")
 COL_ID = CSV_HEADER.index("公民身份号码")
 COL_BIRTH = CSV_HEADER.index("出生日期")
 COL_RESIDENCE = CSV_HEADER.index("现居住地")
+
+#: The household register's columns (户号 household number; 与户主关系 relation to the head of household).
+REGISTER_HEADER: tuple[str, ...] = ("户号", "姓名", "性别", "公民身份号码", "出生日期", "与户主关系")
 
 DEFAULT_REGISTRATION = "511324"  # 仪陇县 (Sichuan), a labour-exporting county
 DEFAULT_RESIDENCE = "500157"  # 两江新区 (Chongqing), where many of its families live
@@ -182,6 +193,8 @@ class LedgerPair:
     siblings: list[SiblingLink] = field(repr=False)
     households: int = 0
     lone_twins: int = 0
+    # The registration county's household register (module docstring), encoded like the ledgers.
+    register_lines: list[bytes] = field(default_factory=list, repr=False)
 
     def twin_pairs(self) -> int:
         """Twin pairs with one twin's row in each ledger at least once (counted per pair of children)."""
@@ -194,6 +207,7 @@ class LedgerFiles:
     residence: Path
     truth: Path
     siblings: Path
+    register: Path
 
 
 # --- public API ------------------------------------------------------------------------------------
@@ -240,15 +254,31 @@ def write_siblings(siblings: Iterable[SiblingLink], stream: IO[bytes]) -> int:
     return count
 
 
+def write_register(lines: Iterable[bytes], stream: IO[bytes]) -> int:
+    """Write the household register: UTF-8 with BOM, :data:`REGISTER_HEADER`, CRLF."""
+    stream.write(b"\xef\xbb\xbf" + _encode_row(list(REGISTER_HEADER)))
+    count = 0
+    for line in lines:
+        stream.write(line)
+        count += 1
+    return count
+
+
+def household_number(household_index: int) -> str:
+    """The 户号 of the generator's household ``household_index``: nine digits, stable for a seed."""
+    return f"{household_index + 1:09d}"
+
+
 def write_ledger_files(pair: LedgerPair, directory: Path) -> LedgerFiles:
-    """Write ``registration.csv``, ``residence.csv``, ``truth.csv`` and ``siblings.csv`` into
-    ``directory`` (created if needed)."""
+    """Write ``registration.csv``, ``residence.csv``, ``truth.csv``, ``siblings.csv`` and
+    ``register.csv`` (the household register) into ``directory`` (created if needed)."""
     directory.mkdir(parents=True, exist_ok=True)
     files = LedgerFiles(
         directory / "registration.csv",
         directory / "residence.csv",
         directory / "truth.csv",
         directory / "siblings.csv",
+        directory / "register.csv",
     )
     with files.registration.open("wb") as out:
         write_ledger(pair.registration_lines, out)
@@ -258,6 +288,8 @@ def write_ledger_files(pair: LedgerPair, directory: Path) -> LedgerFiles:
         write_truth(pair.truth, out)
     with files.siblings.open("wb") as out:
         write_siblings(pair.siblings, out)
+    with files.register.open("wb") as out:
+        write_register(pair.register_lines, out)
     return files
 
 
@@ -486,6 +518,7 @@ class _LedgerBuilder:
         self.res_kinds: list[tuple[str, ...]] = []
         self.reg_valid: list[bool] = []
         self.res_valid: list[bool] = []
+        self.register_lines: list[bytes] = []
         self.pairs: list[tuple[int, int, tuple[str, ...]]] = []  # generation-order indices
         self.sibling_links: list[tuple[int, int, str]] = []
         self.lone_twins = 0
@@ -521,9 +554,10 @@ class _LedgerBuilder:
         target = self._target(rng, moved)
         if target is None:
             return
-        children = self._children(rng, household, target)
+        records, children = self._children(rng, household, target)
         if not children:
             return
+        self._register(household, records)
         reg_index: dict[int, int] = {}
         res_index: dict[int, int] = {}
         for child in children:
@@ -558,7 +592,8 @@ class _LedgerBuilder:
             return _REG
         return None  # a family at home while only movers are still needed: skip it
 
-    def _children(self, rng: Random, household: Household, target: str) -> list[_Child]:
+    def _children(self, rng: Random, household: Household, target: str) -> tuple[list[ChildRecord], list[_Child]]:
+        """The household's children as named here (all of them) and those that go into a ledger."""
         records = self._twin_names(rng, household)
         targets = [target] * len(records)
         twins = [i for i in range(1, len(records)) if records[i].birth_date == records[i - 1].birth_date]
@@ -576,7 +611,15 @@ class _LedgerBuilder:
                 continue
             self.need[wanted] -= 1
             children.append(_Child(record, index, wanted))
-        return children
+        return records, children
+
+    def _register(self, household: Household, records: Sequence[ChildRecord]) -> None:
+        """The household's register rows: every child, as issued (never corrupted)."""
+        number = household_number(household.index)
+        for record in records:
+            relation = "子" if record.sex is Sex.MALE else "女"  # the head of household is a parent
+            cells = [number, record.name, record.sex.label_zh, record.id_number or "", record.birth_date.isoformat()]
+            self.register_lines.append(_encode_cells(self._writer, self._buffer, [*cells, relation]))
 
     def _twin_names(self, rng: Random, household: Household) -> list[ChildRecord]:
         """Han twins with two-character given names share its first character, sometimes."""
@@ -713,6 +756,7 @@ class _LedgerBuilder:
             siblings=siblings,
             households=households,
             lone_twins=self.lone_twins,
+            register_lines=self.register_lines,
         )
 
 
