@@ -70,6 +70,17 @@ def exchange_rows(result: dict[str, Any]) -> list[Row]:
                 f"{section['ratio']:.2f} (goal ≥ {goal}: {met})",
             )
         )
+        if "ratio_to_record_insert" in section:
+            yardstick = section["ratio_to_record_insert"]
+            rows.append(
+                (
+                    "exchange",
+                    f"the same, against the batched insert of the records ({label}; the brief's yardstick)",
+                    f"{si(e2e['per_s'])} records/s",
+                    f"batched insert: {si(section['record_insert']['per_s'])} rows/s",
+                    f"{yardstick:.2f} (≥ 0.5: {'yes' if yardstick >= goal else 'no'})",
+                )
+            )
     memory = result["memory"]
     runs = memory["runs"]
     rows.append(

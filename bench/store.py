@@ -268,7 +268,7 @@ def scratch_table() -> Table:
     return Table(SCRATCH, md, *columns, *extras)
 
 
-def _raw_row(record: ChildRecord, period: str, key_id: str) -> dict[str, Any]:
+def raw_row(record: ChildRecord, period: str, key_id: str) -> dict[str, Any]:
     """A ``child_records`` row of the same shape and size as the repository writes, with random
     bytes where the repository puts the index and the ciphertext (nonce + JSON + tag)."""
     size = 12 + len(_record_json(record)) + 16
@@ -303,7 +303,7 @@ def _analyze(engine: Engine, table: Table) -> None:
             conn.execute(text("ANALYZE " + engine.dialect.identifier_preparer.format_table(table)))
 
 
-def _insert_raw(engine: Engine, table: Table, rows: Sequence[dict[str, Any]], batch: int) -> int:
+def insert_raw(engine: Engine, table: Table, rows: Sequence[dict[str, Any]], batch: int) -> int:
     with engine.begin() as conn:
         for start in range(0, len(rows), batch):
             conn.execute(insert(table), rows[start : start + batch])
@@ -362,7 +362,7 @@ def bench_database(
     migrate(engine)
     scratch = scratch_table()
     scratch.create(engine)
-    raw_rows = [_raw_row(r, PERIOD, keyring.active_key_id) for r in records]
+    raw_rows = [raw_row(r, PERIOD, keyring.active_key_id) for r in records]
     repo = SqlChildRepository(engine, keyring, batch_size=BATCH)
     rng = Random(SEED)
     lookup_ids = rng.choices([r.id_number for r in records if r.id_number], k=lookups)
@@ -378,7 +378,7 @@ def bench_database(
     writes = measure_interleaved(
         {
             "raw_insert": Case(
-                lambda: _insert_raw(engine, scratch, raw_rows, BATCH), lambda: _empty(engine, scratch), "rows/s"
+                lambda: insert_raw(engine, scratch, raw_rows, BATCH), lambda: _empty(engine, scratch), "rows/s"
             ),
             "add_many": Case(run_add_many, lambda: _empty(engine, child_records), "rows/s"),
         },

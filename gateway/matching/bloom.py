@@ -278,10 +278,12 @@ class SegmentEncoder:
         self.k = k
         self._key = field_key(key, label)
         self._masks: dict[str, int] = {}
+        self._words = struct.Struct(f">{k}I")
 
     def positions(self, token: str) -> tuple[int, ...]:
         digest = hmac.digest(self._key, token.encode("utf-8"), "sha256")
-        return tuple(int.from_bytes(digest[4 * i : 4 * i + 4], "big") % self.bits for i in range(self.k))
+        m = self.bits
+        return tuple(w % m for w in self._words.unpack_from(digest))
 
     def mask(self, tokens: Iterable[str]) -> int:
         """The segment's bits as an integer of ``bits`` bits, position 0 the most significant."""
