@@ -69,7 +69,7 @@ from adapters.ledger import parse_sex
 from adapters.tabular import Table, load_mapping, parse_birth_date, read_table
 from gateway.domain import idnumber
 from gateway.errors import InvalidIdNumber, StorageError
-from gateway.exchange.tokens import KEY_BYTES, id_token
+from gateway.exchange.tokens import KEY_BYTES, IdTokens
 from gateway.matching import Band, Encoder, Entry, Link, MatchResult, Thresholds, match
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ def entries_of(
     :func:`adapters.household.birth_status` and ``name_edits`` of its name, and the counts the
     statuses."""
     enc = encoder or Encoder(key)
+    tokens = IdTokens(key)
     entries: list[Entry] = []
     valid = unparsed = 0
     statuses: Counter[BirthStatus] = Counter()
@@ -110,7 +111,7 @@ def entries_of(
             except InvalidIdNumber:
                 pass  # an invalid ID counts as missing (SPEC §5)
             else:
-                token = id_token(key, resident.number)
+                token = tokens.of_stored(resident.number)  # canonical: parsed just above
                 born, sex = resident.birth_date, resident.sex  # the number's own facts win
                 valid += 1
         ym = f"{born.year:04d}-{born.month:02d}" if born else None

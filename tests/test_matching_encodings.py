@@ -3,6 +3,7 @@ the birth date's tolerance to the errors county ledgers make."""
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 from datetime import date, timedelta
 from random import Random
@@ -223,3 +224,49 @@ def test_name_edits_keep_the_tokens_one_character_edit_leaves() -> None:
 def test_name_edits_of_unknown_layout_are_refused(encoding: bytes) -> None:
     with pytest.raises(ValueError, match="unknown layout"):
         split_name_edits(encoding)
+
+
+# --- known answers ---------------------------------------------------------------------------------
+
+# Encodings under a fixed key, computed before the HMAC of token positions moved to prepared states
+# (tokens.HmacSha256, 2026-12-06): any change of a bit here changes what nodes exchange and must come
+# with a new version byte.
+VECTOR_KEY = hashlib.sha256(b"tongban test vector: bloom").digest()
+VECTORS = [
+    (
+        "王小明",
+        date(2015, 6, 1),
+        "0395a5965344fd9839294718f427a91c80c496376ee41aa7fa2c540c6d703f5eb7ece02b77fbda68fa0a5b75309c852eba",
+        "03040000006a000072c119402bc07c2002",
+        "0315c5954244e59921382608a02de9188081800653449d0831204408f027291c801585944244e59821280208a025a9188000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    ),
+    (
+        "欧阳子涵",
+        date(2012, 12, 31),
+        "03e9cca753019efe9fc354b2bbbfc3583f5fd27c467a3b8535689052ec072ee2b97dedb7cfe7deca7c6abcd0d784f46b98",
+        "03100a00400800803016e4a00482809800",
+        "03e0ce2753018cf68bc21cb2babec3702ee988a05300926a9dc340b2b9af83183ba9cca253018ef282c010b299aec1183fe0cc2751010cf68bc214b2babec3502e000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    ),
+    (
+        "Zhang Xiaoming",
+        date(2010, 2, 3),
+        "0300000000000000000000000000000000c4963f6e643aa7fcec140c6d70bf4eb6fce06b57faca6efe8b9575368c852aba",
+        "0300a00111000000dd8bac344251860128",
+        "0300000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    ),
+    (
+        "阿依古丽·买买提",
+        None,
+        "03fe5dcffaf35e95edf3ff0aa2e3bf69fbf9f565d46b1d103fab263c5b6c64dee75b4360b747dfd2f666e967cc0da2bda0",
+        "0300000000000000000000000000000000",
+        "03fe5dcb7ab35d9569f3ff02a2e1a569e3ee59cfd2e34695ed72f70aa2e39f49f9fe5d8ff8f15695edf3af0aa2e39f49f9fe5dcff8d35e95adb3bf0aa2e3bb68fabe5dcffaf35e95edb3fb0aa2e3bf68fbbe5dcf7af35e95edf3fb02a2e1bd69fbfe5dcb7ab35c9569f3ff02a2e1a569e3",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "born", "name_hex", "birth_hex", "edits_hex"), VECTORS, ids=[v[0] for v in VECTORS])
+def test_encodings_match_known_answers(
+    name: str, born: date | None, name_hex: str, birth_hex: str, edits_hex: str
+) -> None:
+    assert encode(VECTOR_KEY, name=name, birth_date=born) == (bytes.fromhex(name_hex), bytes.fromhex(birth_hex))
+    assert Encoder(VECTOR_KEY).name_edits(name).hex() == edits_hex

@@ -6,6 +6,8 @@ uses its own private encryption key and the peer's public ``NodeEntry.encryption
 
 from __future__ import annotations
 
+import hmac
+import random
 from datetime import date
 
 import pytest
@@ -13,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 
 from gateway.domain import idnumber
 from gateway.errors import CryptoError, IdProblem, InputError, InvalidIdNumber, UnknownAlgorithm
-from gateway.exchange.tokens import field_key, id_token, pair_key, stored_id_token
+from gateway.exchange.tokens import HmacSha256, IdTokens, field_key, id_token, pair_key, stored_id_token
 from gateway.trust.signing import ED25519, X25519_HPKE, PublicKey
 from tests.trustkit import Node, standard_pki
 
@@ -218,3 +220,50 @@ def test_field_key_refusals(k: bytes, field: str, says: str) -> None:
 def test_id_token_refuses_a_short_key() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         id_token(b"short", ID)
+
+
+# --- HMAC with prepared states ------------------------------------------------------------------------
+
+# RFC 4231, test cases 1, 2, 6 and 7 (HMAC-SHA-256): a short key, a short ASCII key, and two keys
+# longer than the block (hashed first).
+RFC_4231 = [
+    (b"\x0b" * 20, b"Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+    (b"Jefe", b"what do ya want for nothing?", "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+    (
+        b"\xaa" * 131,
+        b"Test Using Larger Than Block-Size Key - Hash Key First",
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+    ),
+    (
+        b"\xaa" * 131,
+        b"This is a test using a larger than block-size key and a larger than block-size data. The key needs"
+        b" to be hashed before being used by the HMAC algorithm.",
+        "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "message", "expected"), RFC_4231)
+def test_hmac_with_prepared_states_passes_rfc_4231(key: bytes, message: bytes, expected: str) -> None:
+    h = HmacSha256(key)
+    assert h.digest(message).hex() == expected
+    assert h.digest(message).hex() == expected  # the prepared states are not consumed by a digest
+
+
+def test_hmac_with_prepared_states_is_hmac_sha256_with_its_prefix() -> None:
+    rng = random.Random("tongban-hmac")
+    for n in range(200):
+        key, prefix, message = (rng.randbytes(rng.randrange(0, 150)) for _ in range(3))
+        assert HmacSha256(key, prefix).digest(message) == hmac.digest(key, prefix + message, "sha256"), n
+
+
+def test_id_tokens_of_one_key_equal_the_one_off_functions(nodes: dict[str, Node]) -> None:
+    k = key(nodes, "sc-nanbu", "cq-liangjiang")
+    tokens = IdTokens(k)
+    for number in [ID, ID_X, *(idnumber.make("511321", date(2015, 6, 1), s) for s in range(1, 40, 3))]:
+        assert tokens.of(number) == tokens.of_stored(number) == id_token(k, number) == stored_id_token(k, number)
+        assert tokens.of(" " + number.lower()) == id_token(k, number)  # every spelling, as id_token
+    with pytest.raises(InvalidIdNumber):
+        tokens.of_stored(ID[:17] + ("0" if ID[17] != "0" else "1"))
+    with pytest.raises(ValueError, match="32 bytes"):
+        IdTokens(k[:16])

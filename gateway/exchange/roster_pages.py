@@ -77,7 +77,7 @@ from tongban.v1 import exchange_pb2
 
 from gateway.errors import GatewayError, InvalidIdNumber
 from gateway.exchange.purposes import PurposeProfile, minimise
-from gateway.exchange.tokens import stored_id_token
+from gateway.exchange.tokens import IdTokens
 from gateway.matching import Encoder
 from gateway.store.db import make_engine
 from gateway.store.keyring import DataKeyring
@@ -127,7 +127,7 @@ def build_page(job: PageJob, rows: SealedPage, encoder: Encoder) -> BuiltPage:
     (stored numbers were validated at intake, so this does not happen in practice).
     """
     keyring = _opening_keyring(job.data_keys)
-    key = job.pair_key
+    tokens = IdTokens(job.pair_key)
     notices = []
     without_token = 0
     for row in rows.rows():
@@ -135,7 +135,7 @@ def build_page(job: PageJob, rows: SealedPage, encoder: Encoder) -> BuiltPage:
         token = b""
         if view.id_number:
             try:
-                token = stored_id_token(key, view.id_number)
+                token = tokens.of_stored(view.id_number)
             except InvalidIdNumber:
                 token = b""
         without_token += not token

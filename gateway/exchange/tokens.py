@@ -98,6 +98,61 @@ def _check_key(key: bytes) -> None:
         raise ValueError(f"a pair key has {KEY_BYTES} bytes")
 
 
+class HmacSha256:
+    """HMAC-SHA256 (RFC 2104) under one key, the key's inner and outer SHA-256 states computed once.
+
+    ``hmac.digest`` derives them again for every message; copying two prepared states instead is
+    about three times faster per message here (0.7 µs against 2.0 µs, 2026-12-06), which counts
+    where one key hashes a whole roster: its ID tokens, and the Bloom positions of its names and
+    dates (:mod:`gateway.matching.bloom`). ``prefix`` is hashed into the inner state once, as if
+    every message began with it. Bit for bit ``hmac.digest(key, prefix + message, "sha256")``."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, prefix: bytes = b"") -> None:
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._inner.update(prefix)
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_SHA256_BLOCK = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class IdTokens:
+    """The ID tokens of one pair key: :func:`id_token` and :func:`stored_id_token` for many numbers
+    (a roster, a ledger), the key's HMAC states prepared once. ``key`` must be 32 bytes (``ValueError``)."""
+
+    __slots__ = ("_hmac",)
+
+    def __init__(self, key: bytes) -> None:
+        _check_key(key)
+        self._hmac = HmacSha256(key, _ID_TOKEN_LABEL)
+
+    def of(self, id_number: str) -> bytes:
+        """:func:`id_token`: normalised and verified first; ``InvalidIdNumber`` for an invalid number."""
+        return self._hmac.digest(idnumber.parse(id_number).number.encode("ascii"))
+
+    def of_stored(self, number: str) -> bytes:
+        """:func:`stored_id_token`: a number from the node's own store, length and check character checked."""
+        if len(number) != 18:
+            raise InvalidIdNumber(IdProblem.LENGTH)
+        if idnumber.check_character(number[:17]) != number[17]:
+            raise InvalidIdNumber(IdProblem.CHECK_CHARACTER)
+        return self._hmac.digest(number.encode("ascii"))
+
+
 def id_token(key: bytes, id_number: str) -> bytes:
     """The 32-byte token of an ID number under a pair key.
 
@@ -105,9 +160,9 @@ def id_token(key: bytes, id_number: str) -> bytes:
     spelling of one number (full-width, lower-case ``x``, spaces, a leading apostrophe) has the same
     token, and an invalid number raises :class:`~gateway.errors.InvalidIdNumber` (with the rule it
     breaks, never the number) instead of getting a token. ``key`` must be 32 bytes (``ValueError``).
+    For many numbers under one key, :class:`IdTokens` is faster.
     """
-    _check_key(key)
-    return _token(key, idnumber.parse(id_number).number)
+    return IdTokens(key).of(id_number)
 
 
 def stored_id_token(key: bytes, number: str) -> bytes:
@@ -119,16 +174,7 @@ def stored_id_token(key: bytes, number: str) -> bytes:
     raises :class:`~gateway.errors.InvalidIdNumber` like :func:`id_token` for a number that fails
     them — such a child gets no token, never a weak one. Equal to :func:`id_token` otherwise.
     """
-    _check_key(key)
-    if len(number) != 18:
-        raise InvalidIdNumber(IdProblem.LENGTH)
-    if idnumber.check_character(number[:17]) != number[17]:
-        raise InvalidIdNumber(IdProblem.CHECK_CHARACTER)
-    return _token(key, number)
-
-
-def _token(key: bytes, canonical: str) -> bytes:
-    return hmac.digest(key, _ID_TOKEN_LABEL + canonical.encode("ascii"), "sha256")
+    return IdTokens(key).of_stored(number)
 
 
 def field_key(key: bytes, field: str) -> bytes:

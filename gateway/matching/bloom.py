@@ -83,7 +83,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hmac
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -93,7 +92,7 @@ import numpy as np
 import numpy.typing as npt
 from lunardate import LunarDate
 
-from gateway.exchange.tokens import field_key
+from gateway.exchange.tokens import HmacSha256, field_key
 from gateway.matching.names import NormalisedName, normalise_name
 
 LAYOUT_VERSION = 3  # 1: one mixed birth filter; 2: syllable tokens in the pinyin filter (both refused)
@@ -233,13 +232,13 @@ class FieldEncoder:
 
     def __init__(self, key: bytes, spec: FieldSpec) -> None:
         self.spec = spec
-        self._key = field_key(key, spec.name)
+        self._hmac = HmacSha256(field_key(key, spec.name))
         self._masks: dict[str, int] = {}
         self._words = struct.Struct(f">{spec.k}H")
 
     def positions(self, token: str) -> tuple[int, ...]:
         """The k bit positions of a token (with repeats, as cut from the digest)."""
-        digest = hmac.digest(self._key, token.encode("utf-8"), "sha256")
+        digest = self._hmac.digest(token.encode("utf-8"))
         m = self.spec.bits
         return tuple(w % m for w in self._words.unpack_from(digest))
 
@@ -276,12 +275,12 @@ class SegmentEncoder:
             raise RuntimeError(f"bad Bloom segment parameters for {label}")
         self.bits = bits
         self.k = k
-        self._key = field_key(key, label)
+        self._hmac = HmacSha256(field_key(key, label))
         self._masks: dict[str, int] = {}
         self._words = struct.Struct(f">{k}I")
 
     def positions(self, token: str) -> tuple[int, ...]:
-        digest = hmac.digest(self._key, token.encode("utf-8"), "sha256")
+        digest = self._hmac.digest(token.encode("utf-8"))
         m = self.bits
         return tuple(w % m for w in self._words.unpack_from(digest))
 
