@@ -53,6 +53,13 @@ Deciding
 4. ``SINGLE`` otherwise. :func:`is_single_birth` is ``True`` for this one only: not found is the
    conservative answer.
 
+Two commands ask: ``tongban match --household-register`` (:mod:`adapters.match_cli`, per ledger
+row) and ``tongban roster import --household-register`` (:mod:`adapters.ledger`, per validated
+record, :func:`record_birth_status`), which stores the answer in the record
+(``ChildRecord.single_birth``) for ``tongban reconcile run`` to use. :class:`BirthStatus` and
+:class:`BirthCounts` are defined in :mod:`gateway.sources` (the import reports them without
+importing this package) and re-exported here.
+
 Nothing here logs or raises with a name, an ID number or a date in the message.
 """
 
@@ -68,9 +75,11 @@ from pathlib import Path
 
 from adapters.tabular import Mapping, Table, parse_birth_date, read_table
 from gateway.domain import idnumber
+from gateway.domain.records import ChildRecord
 from gateway.errors import InvalidIdNumber, NotARoster
 from gateway.matching import normalise_name
 from gateway.matching.names import han_characters
+from gateway.sources import BirthCounts, BirthStatus  # defined beside the readers' protocol; re-exported here
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +102,6 @@ _SKIP_TEXT: dict[SkipReason, str] = {
     SkipReason.NO_BIRTH_DATE: "without a readable birth date",
     SkipReason.DUPLICATE: "repeating an ID number of their household",
 }
-
-
-class BirthStatus(StrEnum):
-    """What the register says of one registration-ledger child (module docstring, "Deciding")."""
-
-    SINGLE = "single"
-    SIBLING = "sibling"
-    NOT_FOUND = "not_found"
-    UNDECIDED = "undecided"
 
 
 @dataclass(frozen=True)
@@ -145,31 +145,6 @@ class HouseholdRegister:
     by_name: dict[str, int] = field(repr=False)  # birth day and folded name (_name_day) -> household
     incomplete: frozenset[int] = field(repr=False)  # households with a row skipped for its date
     loose_days: frozenset[int] = field(repr=False)  # birth days of rows without a household number
-
-
-@dataclass(frozen=True)
-class BirthCounts:
-    """How many registration rows got each :class:`BirthStatus`."""
-
-    single: int = 0
-    sibling: int = 0
-    not_found: int = 0
-    undecided: int = 0
-
-    @classmethod
-    def of(cls, statuses: Counter[BirthStatus]) -> BirthCounts:
-        return cls(
-            single=statuses[BirthStatus.SINGLE],
-            sibling=statuses[BirthStatus.SIBLING],
-            not_found=statuses[BirthStatus.NOT_FOUND],
-            undecided=statuses[BirthStatus.UNDECIDED],
-        )
-
-    def describe(self) -> str:
-        return (
-            f"{self.single} registration rows ({self.sibling} with a sibling born within a day, "
-            f"{self.not_found} not found, {self.undecided} undecided)"
-        )
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -314,6 +289,20 @@ def birth_status(
     return BirthStatus.SINGLE
 
 
+def record_birth_status(register: HouseholdRegister, record: ChildRecord) -> BirthStatus:
+    """:func:`birth_status` of a validated ledger record (``tongban roster import
+    --household-register``): its ID number — canonical and valid, or ``None``, after intake's
+    checks; one that no longer parses counts as missing — its name and its birth date (the ID
+    number's own when it is valid, as :mod:`adapters.ledger` already made it)."""
+    resident: idnumber.ResidentId | None = None
+    if record.id_number:
+        try:
+            resident = idnumber.parse(record.id_number)
+        except InvalidIdNumber:
+            resident = None
+    return birth_status(register, record.name, resident, record.birth_date)
+
+
 def is_single_birth(
     register: HouseholdRegister, name: str, resident: idnumber.ResidentId | None, born: date | None
 ) -> bool:
@@ -336,4 +325,5 @@ __all__ = [
     "name_key",
     "open_register",
     "read_register",
+    "record_birth_status",
 ]

@@ -31,6 +31,16 @@ Rules, per row, in this order
 
 Duplicate detection keeps, per source, a keyed 16-byte digest of each row and each ID number
 (the key is random per read), never the values.
+
+Household register
+------------------
+With ``ReadRequest.household_register`` (``tongban roster import --household-register FILE
+[--register-mapping FILE]``), the reader reads the register first (:func:`adapters.household.read_register`:
+a file that is not a register stops the import before any row is read) and then, for each record it
+accepts, asks it what it says of the child (:func:`adapters.household.record_birth_status`): the
+record is stored with ``single_birth=True`` for a single birth and ``False`` for everything else
+(a sibling born within a day, not found, undecided), and the row reports the status
+(``SourceRow.birth``) for the import's counts. Rejected rows are not looked up.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from adapters.household import HouseholdRegister, read_register, record_birth_status
 from adapters.tabular import FIELDS, Mapping, Table, load_mapping, read_table, table_from_rows
 from gateway.domain import idnumber
 from gateway.domain.classify import classify
@@ -79,7 +90,7 @@ from gateway.errors import (
     UnreadableRoster,
 )
 from gateway.roster import validate
-from gateway.sources import ReadRequest, RowIssue, Severity, SourceRow
+from gateway.sources import BirthStatus, ReadRequest, RowIssue, Severity, SourceRow
 from gateway.synth.export import (
     DISABILITY_CATEGORY_LABELS,
     DISABILITY_LEVEL_LABELS,
@@ -343,6 +354,7 @@ class LedgerSource:
         today: date,
         divisions: DivisionTable | None = None,
         rules: RuleBook | None = None,
+        register: HouseholdRegister | None = None,
     ) -> None:
         self.table = table
         self.node_id = node_id
@@ -350,6 +362,7 @@ class LedgerSource:
         self.today = today
         self.divisions = divisions or DivisionTable.load_default()
         self.rules = rules or load_rules()
+        self.register = register
 
     @property
     def source(self) -> str:
@@ -358,6 +371,10 @@ class LedgerSource:
     @property
     def headers(self) -> tuple[str, ...]:
         return tuple(self.table.columns[name] for name in FIELDS if name in self.table.columns)
+
+    @property
+    def register_summary(self) -> str | None:
+        return self.register.summary.describe() if self.register is not None else None
 
     def rows(self) -> Iterator[SourceRow]:
         key = secrets.token_bytes(32)
@@ -383,7 +400,13 @@ class LedgerSource:
                 if first != number:
                     row.issue("id_number", "duplicate_id_number", n=first)
                     record = None
-            yield SourceRow(number, None if row.rejected else record, tuple(row.issues), original)
+            if row.rejected:
+                record = None
+            birth = None
+            if record is not None and self.register is not None:
+                birth = record_birth_status(self.register, record)
+                record = dataclasses.replace(record, single_birth=birth is BirthStatus.SINGLE)
+            yield SourceRow(number, record, tuple(row.issues), original, birth)
 
     # --- one row -------------------------------------------------------------------------------
 
@@ -533,12 +556,23 @@ def _mapping(request: ReadRequest) -> Mapping | None:
     return load_mapping(request.mapping) if request.mapping is not None else None
 
 
+def _register(request: ReadRequest) -> HouseholdRegister | None:
+    """The request's household register, read whole before the ledger (``None`` without one).
+    Raises ``NotARoster`` / ``UnreadableRoster`` for the file, ``MappingInvalid`` for its mapping."""
+    if request.household_register is None:
+        return None
+    mapping = load_mapping(request.register_mapping) if request.register_mapping is not None else None
+    return read_register(request.household_register, mapping=mapping)
+
+
 def read_file(request: ReadRequest) -> LedgerSource:
     """The ``csv`` and ``xlsx`` readers: a county file through :func:`adapters.tabular.read_table`."""
     if request.path is None:
         raise UnreadableRoster("no file was given")
     table = read_table(request.path, mapping=_mapping(request), encoding=request.encoding)
-    return LedgerSource(table, node_id=request.node_id, period=request.period, today=request.today)
+    return LedgerSource(
+        table, node_id=request.node_id, period=request.period, today=request.today, register=_register(request)
+    )
 
 
 def read_sql(request: ReadRequest) -> LedgerSource:
@@ -586,7 +620,9 @@ def read_sql(request: ReadRequest) -> LedgerSource:
     finally:
         engine.dispose()
     table = table_from_rows(source, headers, run, mapping=mapping)
-    return LedgerSource(table, node_id=request.node_id, period=request.period, today=request.today)
+    return LedgerSource(
+        table, node_id=request.node_id, period=request.period, today=request.today, register=_register(request)
+    )
 
 
 __all__ = ["FIELD_LABELS", "REASONS", "LedgerSource", "parse_date", "read_file", "read_sql"]

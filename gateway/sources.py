@@ -10,6 +10,15 @@ callable taking a :class:`ReadRequest` and returning a :class:`RosterSource`, wh
 written in the file, a stable code, and a reason in Chinese and English. Issues never carry a
 cell's value; the cells travel separately (``SourceRow.cells``, hidden from ``repr``) and are
 written only to the quarantine file, which goes back to the county's own staff.
+
+**Household registers.** A request may name the registration county's household register
+(户籍登记, :attr:`ReadRequest.household_register`). A reader that honours it decides, for each
+record it builds, what the register says of the child (:class:`BirthStatus`), stores the answer
+in the record (``ChildRecord.single_birth``: ``True`` for :attr:`BirthStatus.SINGLE` only) and
+reports it in :attr:`SourceRow.birth`; its :attr:`RosterSource.register_summary` then describes
+the register read (counts and skipped row numbers). The adapters' readers do
+(``adapters/household.py``); a reader that does not leaves ``register_summary`` ``None``, and the
+import refuses to run rather than store records without the answer it was asked for.
 """
 
 from __future__ import annotations
@@ -53,12 +62,50 @@ class RowIssue:
         return f"{where}: {self.severity.value} [{self.code}] {self.reason_zh} / {self.reason_en}"
 
 
+class BirthStatus(StrEnum):
+    """What a household register says of one ledger child (``adapters.household.birth_status``).
+    Values are stable codes; only ``SINGLE`` makes ``ChildRecord.single_birth`` ``True``."""
+
+    SINGLE = "single"  # found; no other member of its household born within a day
+    SIBLING = "sibling"  # another member of its household born within a day (twins)
+    NOT_FOUND = "not_found"  # not in the register, or not found unambiguously
+    UNDECIDED = "undecided"  # a register row that could be its co-twin was unreadable
+
+
+@dataclass(frozen=True)
+class BirthCounts:
+    """How many ledger rows got each :class:`BirthStatus`."""
+
+    single: int = 0
+    sibling: int = 0
+    not_found: int = 0
+    undecided: int = 0
+
+    @classmethod
+    def of(cls, statuses: Mapping[BirthStatus, int]) -> BirthCounts:
+        return cls(
+            single=statuses.get(BirthStatus.SINGLE, 0),
+            sibling=statuses.get(BirthStatus.SIBLING, 0),
+            not_found=statuses.get(BirthStatus.NOT_FOUND, 0),
+            undecided=statuses.get(BirthStatus.UNDECIDED, 0),
+        )
+
+    def describe(self, rows: str = "registration rows") -> str:
+        """One line of counts — never a value."""
+        return (
+            f"{self.single} {rows} ({self.sibling} with a sibling born within a day, "
+            f"{self.not_found} not found, {self.undecided} undecided)"
+        )
+
+
 @dataclass(frozen=True)
 class SourceRow:
     row: int
     record: ChildRecord | None  # None: rejected
     issues: tuple[RowIssue, ...] = ()
     cells: Mapping[str, str] = field(default_factory=dict, repr=False)  # header text -> cell text
+    # With a household register: what it says of the record's child (personal data: not in repr).
+    birth: BirthStatus | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -74,6 +121,8 @@ class ReadRequest:
     encoding: str | None = None
     sql_url: str | None = field(default=None, repr=False)  # may hold a password
     sql_query: str | None = None
+    household_register: Path | None = None  # the registration county's 户籍登记 (module docstring)
+    register_mapping: Path | None = None  # its column mapping (the ledger's ``mapping`` does not apply)
 
 
 class RosterSource(Protocol):
@@ -85,6 +134,12 @@ class RosterSource(Protocol):
     @property
     def headers(self) -> tuple[str, ...]:
         """The header texts of the recognised columns, in file order (the quarantine's columns)."""
+        ...
+
+    @property
+    def register_summary(self) -> str | None:
+        """With a household register: one line of its counts (rows, households, skipped rows by
+        reason and row number — never a value); ``None`` when none was read."""
         ...
 
     def rows(self) -> Iterator[SourceRow]: ...

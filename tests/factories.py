@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
 from faker import Faker
@@ -21,6 +22,7 @@ from gateway.domain.records import (
     Provenance,
     Sex,
 )
+from gateway.matching import normalise_name
 
 fake = Faker("zh_CN")
 Faker.seed(20261123)
@@ -82,3 +84,23 @@ def child(
     )
     remember(record)
     return record
+
+
+def three_character_name() -> str:
+    """A Faker zh_CN name of a one-character surname and a two-character given name (a name whose
+    one-character edits the matcher can recognise: "Single births" in gateway.matching.matcher)."""
+    while True:
+        surname, given = fake.last_name(), fake.first_name()
+        if len(surname) == 1 and len(given) == 2:
+            return surname + given
+
+
+def one_character_edit(name: str, *, unlike: Iterable[str] = ()) -> str:
+    """``name`` with its last character replaced by the last character of a Faker given name, so
+    that it sounds like neither ``name`` nor any of ``unlike`` (another toneless pinyin): a typo,
+    or a co-twin's name, that only the single-birth rule may link."""
+    sounds = {normalise_name(n).letters for n in (name, *unlike)}
+    while True:
+        edited = name[:-1] + fake.first_name()[-1]
+        if normalise_name(edited).letters not in sounds:
+            return edited

@@ -148,11 +148,17 @@ def issue_nameless(ca_province: Province) -> tuple[bytes, bytes]:
 
 
 def enrol_on_disk(
-    tmp: Path, live: LivePki, node_id: str, division: str, *, refresh_seconds: float = 3600
+    tmp: Path,
+    live: LivePki,
+    node_id: str,
+    division: str,
+    *,
+    refresh_seconds: float = 3600,
+    database_url: str = "sqlite:///node.db",
 ) -> NodeConfig:
     """What ``tongban node init`` plus the operators' enrolment leave in a node's directory."""
     d = tmp / node_id
-    init_node(d, node_id=node_id, division=division, listen="127.0.0.1:0")
+    init_node(d, node_id=node_id, division=division, listen="127.0.0.1:0", database_url=database_url)
     with (d / "node.toml").open("a", encoding="utf-8") as fh:
         fh.write(f'\n[trust]\ndirectory = "published/bundle.json"\nrefresh_seconds = {refresh_seconds}\n')
     cfg = config.load(d / "node.toml")

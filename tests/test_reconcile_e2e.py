@@ -23,11 +23,12 @@ c7     no ID number, gone to 两江新区     两江新区: migrant, no ID numbe
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -85,16 +86,21 @@ class World:
             node.engine.dispose()
 
 
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    monkeypatch.setenv(keyfile.ENV_PASSPHRASE, PASSPHRASE)
+def enrol_nodes(
+    tmp_path: Path, divisions: Mapping[str, str], database_urls: Mapping[str, str] | None = None
+) -> dict[str, NodeConfig]:
+    """Enrol one node per ``node id -> division`` on disk (keys under :data:`PASSPHRASE`, which the
+    caller puts in the environment), each on its own loopback port, and publish the directory.
+    A node's database is SQLite in its directory unless ``database_urls`` names another."""
     live = LivePki.create()
-    ports = {node_id: free_port() for node_id in DIVISIONS}
+    ports = {node_id: free_port() for node_id in divisions}
     for node_id, port in ports.items():
         live.node(node_id).endpoint = f"127.0.0.1:{port}"
     cfgs: dict[str, NodeConfig] = {}
-    for node_id, division in DIVISIONS.items():
-        cfg = enrol_on_disk(tmp_path, live, node_id, division)
+    for node_id, division in divisions.items():
+        cfg = enrol_on_disk(
+            tmp_path, live, node_id, division, database_url=(database_urls or {}).get(node_id, "sqlite:///node.db")
+        )
         text = cfg.path.read_text(encoding="utf-8").replace('"127.0.0.1:0"', f'"127.0.0.1:{ports[node_id]}"')
         cfg.path.write_text(text, encoding="utf-8")
         pki_node = live.node(node_id)
@@ -104,6 +110,28 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     bundle = live.bundle()
     for cfg in cfgs.values():
         publish(cfg, bundle)
+    return cfgs
+
+
+@contextlib.contextmanager
+def serving(cfgs: Mapping[str, NodeConfig]) -> Iterator[dict[str, NodeServer]]:
+    """Every node running as a :class:`NodeServer` with its delivery loop, stopped on leaving."""
+    servers: dict[str, NodeServer] = {}
+    try:
+        for node_id, cfg in cfgs.items():
+            server = NodeServer(open_node(cfg), retry_policy=FAST, delivery_poll_interval=0.1)
+            server.start()
+            servers[node_id] = server
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop(grace=0)
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    monkeypatch.setenv(keyfile.ENV_PASSPHRASE, PASSPHRASE)
+    cfgs = enrol_nodes(tmp_path, DIVISIONS)
 
     # The ledgers (see the module docstring).
     lj, bb, nb = "500157", "500109", "511321"
@@ -128,16 +156,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         finally:
             node.engine.dispose()
 
-    servers: dict[str, NodeServer] = {}
-    try:
-        for node_id, cfg in cfgs.items():
-            server = NodeServer(open_node(cfg), retry_policy=FAST, delivery_poll_interval=0.1)
-            server.start()
-            servers[node_id] = server
+    with serving(cfgs) as servers:
         yield World(cfgs, servers, c, registration)
-    finally:
-        for server in servers.values():
-            server.stop(grace=0)
 
 
 def codes(findings: list[Finding], **match: str) -> Counter[Code]:

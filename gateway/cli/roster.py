@@ -11,6 +11,13 @@ number, column, code and reason (never by value) and written, with their cells, 
 CSV for the county to fix (mode 0600); warnings (invalid or inconsistent ID numbers) are listed
 too. The command exits 65 if any row was rejected, so a partial import is never silent;
 ``--all-or-nothing`` stores nothing at all then.
+
+``--household-register FILE [--register-mapping FILE]`` (CSV, XLSX and SQL ledgers: the reader
+reads the register, see :mod:`gateway.sources`) stores with each record what the registration
+county's household register (户籍登记) says of the child — ``single_birth``, sealed with the rest
+of the record — which ``tongban reconcile run`` gives the matcher (``gateway.reconcile.service``).
+The summary adds the register's counts and how many records are single births, have a sibling
+born within a day, are not found or undecided: counts (and register row numbers), never a value.
 """
 
 from __future__ import annotations
@@ -34,13 +41,13 @@ from gateway.domain.codec import record_from_json
 from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import MonitoringPeriod
 from gateway.domain.records import ChildKind, ChildRecord, Provenance
-from gateway.errors import InputError, InvalidRecord
+from gateway.errors import InputError, InvalidRecord, ReaderUnavailable
 from gateway.exchange.purposes import load_profiles
 from gateway.exchange.roster_pages import roster_pool
 from gateway.exchange.rosters import send_migrant_roster
 from gateway.node import Node, open_node
 from gateway.roster import IntakeSummary, intake
-from gateway.sources import Quarantine, ReadRequest, Severity, find_reader
+from gateway.sources import BirthCounts, BirthStatus, Quarantine, ReadRequest, Severity, find_reader
 
 
 def read_jsonl(stream: IO[str], *, source: str, node_id: str) -> Iterator[ChildRecord | InputError]:
@@ -89,6 +96,15 @@ def _source_format(args: argparse.Namespace) -> str:
 def _import(args: argparse.Namespace) -> int:
     period = MonitoringPeriod.parse(args.period)
     fmt = _source_format(args)
+    if args.register_mapping is not None and args.household_register is None:
+        print("tongban roster import: --register-mapping needs --household-register", file=sys.stderr)
+        return 2
+    if args.household_register is not None and fmt == "jsonl":
+        print(
+            "tongban roster import: --household-register needs a CSV, XLSX or SQL ledger, not JSON Lines",
+            file=sys.stderr,
+        )
+        return 2
     node = open_node(config_mod.load(config_path(args)))
     table = DivisionTable.load_default()
     try:
@@ -156,11 +172,18 @@ def _import_rows(args: argparse.Namespace, fmt: str, node: Node, period: Monitor
         encoding=args.encoding,
         sql_url=args.sql,
         sql_query=args.query,
+        household_register=Path(args.household_register) if args.household_register else None,
+        register_mapping=Path(args.register_mapping) if args.register_mapping else None,
     )
     source = reader(request)
+    register_line: str | None = getattr(source, "register_summary", None)  # None from a reader without it
+    if request.household_register is not None and register_line is None:
+        # Fail closed: storing the records without the answer asked for would look like success.
+        raise ReaderUnavailable(f"the {fmt!r} reader does not read household registers")
     quarantine = Quarantine(_quarantine_path(args), source.headers)
     rejected: Counter[str] = Counter()
     warnings: Counter[str] = Counter()
+    births: Counter[BirthStatus] = Counter()
     rows_of_records = array("q")  # position in the stored stream -> source row number
     shown = rows_rejected = 0
 
@@ -181,6 +204,8 @@ def _import_rows(args: argparse.Namespace, fmt: str, node: Node, period: Monitor
                     rows_rejected += 1
                 else:
                     rows_of_records.append(row.row)
+                    if row.birth is not None:
+                        births[row.birth] += 1
                     yield row.record
         finally:
             progress.close()
@@ -210,6 +235,9 @@ def _import_rows(args: argparse.Namespace, fmt: str, node: Node, period: Monitor
             f"{source.source}: period {summary.period}: accepted {summary.accepted} ({kinds or 'none'}), "
             f"re-routed {summary.rerouted}, rejected {rows_rejected}, warnings {sum(warnings.values())}"
         )
+        if register_line is not None:
+            print(f"household register: {register_line}")
+            print(f"single births: {BirthCounts.of(births).describe('records')}")
     if rejected:
         print("rejections by code: " + ", ".join(f"{c} {n}" for c, n in rejected.most_common()))
     if warnings:
@@ -296,6 +324,18 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     imp.add_argument("--quarantine", metavar="FILE", help="where rejected rows go (default: FILE.quarantine.csv)")
     imp.add_argument(
         "--all-or-nothing", action="store_true", help="store nothing if any row is rejected (still exits 65)"
+    )
+    imp.add_argument(
+        "--household-register",
+        metavar="FILE",
+        help="the registration county's household register (户籍登记: 户号, 姓名, 公民身份号码, 出生日期; CSV/XLSX): "
+        "each record is stored with whether it is a single birth, for reconciliation (CSV, XLSX, SQL ledgers; "
+        "see docs/county-ledgers.md)",
+    )
+    imp.add_argument(
+        "--register-mapping",
+        metavar="TOML",
+        help="column mapping file for the household register (--mapping does not apply to it)",
     )
     imp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     imp.set_defaults(handler=_import)

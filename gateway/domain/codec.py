@@ -5,6 +5,11 @@ database (``gateway.store``) and the JSON Lines files of ``tongban synth``. Keys
 order, enum *values* are used (``"migrant"``, ``"with_child"``), dates are ISO 8601.
 :func:`record_from_json` is the exact inverse and validates: a missing key or a bad value raises
 :class:`~gateway.errors.InvalidRecord` naming the problem, never the value.
+
+``single_birth`` (what the household register said, :class:`~gateway.domain.records.ChildRecord`)
+is the one optional key: written last, and only when it is known (``true`` or ``false``). A record
+without it — every record sealed before the key existed, and every record imported without a
+register — reads back as ``None``, and its JSON is byte for byte what it was before.
 """
 
 from __future__ import annotations
@@ -39,11 +44,12 @@ def _parent(status: ParentStatus) -> dict[str, Any]:
 
 
 def record_to_json(record: ChildRecord) -> dict[str, Any]:
-    """A record as a JSON-ready dict (enum values, ISO dates, key-care flags in enum order)."""
+    """A record as a JSON-ready dict (enum values, ISO dates, key-care flags in enum order;
+    ``single_birth`` last and only when known)."""
     guardian = record.guardian
     disability = record.disability
     provenance = record.provenance
-    return {
+    out: dict[str, Any] = {
         "record_id": record.record_id,
         "id_number": record.id_number,
         "name": record.name,
@@ -72,10 +78,21 @@ def record_to_json(record: ChildRecord) -> dict[str, Any]:
             "source_row": provenance.source_row,
         },
     }
+    if record.single_birth is not None:
+        out["single_birth"] = record.single_birth
+    return out
 
 
 def _optional_day(value: object) -> date | None:
     return None if value is None else date.fromisoformat(str(value))
+
+
+def _single_birth(data: Mapping[str, Any]) -> bool | None:
+    """The optional ``single_birth`` key: absent or ``null`` → ``None``; else a JSON boolean."""
+    value = data.get("single_birth")
+    if value is None or isinstance(value, bool):
+        return value
+    raise TypeError("single_birth is not a boolean")
 
 
 def record_from_json(data: Mapping[str, Any]) -> ChildRecord:
@@ -115,6 +132,7 @@ def record_from_json(data: Mapping[str, Any]) -> ChildRecord:
                 else Disability(DisabilityCategory(disability["category"]), int(disability["level"]))
             ),
             key_care=frozenset(KeyCareFlag(flag) for flag in data["key_care"]),
+            single_birth=_single_birth(data),
         )
     except KeyError as exc:
         raise InvalidRecord(f"JSON record lacks the key {exc.args[0]!r}") from None
@@ -144,6 +162,7 @@ def view_from_json(data: Mapping[str, Any]) -> RecordView:
             living_since=None if living_since is None else date.fromisoformat(living_since),
             key_care=bool(data["key_care"]),
             kind=_KINDS[data["kind"]],
+            single_birth=_single_birth(data),
         )
     except KeyError:
         # Not exc.args: for an unknown enum value it would quote the value.

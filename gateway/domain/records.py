@@ -161,6 +161,15 @@ class ChildRecord:
     source had none (or an invalid one: an ID failing its check character counts as missing).
     ``registration_division`` (户籍地) and ``residence_division`` (现居住地) are current county-level
     GB/T 2260 codes. ``kind`` is the classification the owning node made (see ``classify``).
+
+    ``single_birth`` is what the registration county's **household register** (户籍登记) says of the
+    child, decided when the ledger was imported with one (``tongban roster import
+    --household-register``): ``True`` — found there, and no other member of its household was born
+    within a day of it; ``False`` — a sibling was born within a day (twins), or the register could
+    not decide (not found, ambiguous, a possible co-twin's row unreadable); ``None`` — not decided
+    (imported without a register, or through a path that carries no register). Only the
+    registration node's matcher reads it (``gateway.matching``, "Single births"); it is never sent.
+    Personal data like the rest: sealed with the record, never in a plain column or a log line.
     """
 
     record_id: str
@@ -179,6 +188,7 @@ class ChildRecord:
     guardian: Guardian | None = field(default=None, repr=False)
     disability: Disability | None = field(default=None, repr=False)
     key_care: frozenset[KeyCareFlag] = field(default=frozenset(), repr=False)
+    single_birth: bool | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for label, code in (
@@ -219,3 +229,4 @@ class RecordView(NamedTuple):
     living_since: date | None
     key_care: bool
     kind: ChildKind
+    single_birth: bool | None = None  # ChildRecord.single_birth: for the registration side's matcher

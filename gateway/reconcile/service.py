@@ -7,7 +7,11 @@
    sender's directory key, the period), encodes this node's whole ledger under it (``iter_views``,
    every kind; an ID token for each valid ID number, the keyed name and birth encodings) and runs
    :func:`gateway.matching.match` with the ledger on the left and the sender's notices on the right.
-   Pair keys differ per sender, so every sender is matched on its own.
+   Pair keys differ per sender, so every sender is matched on its own. A record imported with the
+   household register as a **single birth** (``single_birth``, ``tongban roster import
+   --household-register``) also gets ``Entry.single_birth`` and its name's edit masks, so a notice
+   whose name is a one-character edit of it, born the same day, may be matched automatically
+   (:mod:`gateway.matching.matcher`, "Single births"); that knowledge never leaves this node.
 2. **As residence place** — reads the answers received for its own notices
    (:func:`~gateway.reconcile.rosters.received_answers`).
 3. Derives the findings and the replies (:func:`gateway.reconcile.findings.reconcile`, pure).
@@ -44,7 +48,7 @@ from gateway.errors import InputError, InvalidIdNumber, TrustError
 from gateway.exchange import outbox
 from gateway.exchange.envelope import seal
 from gateway.exchange.purposes import Profiles, minimise
-from gateway.exchange.tokens import field_key, id_token, pair_key
+from gateway.exchange.tokens import IdTokens, field_key, pair_key
 from gateway.matching import Encoder, Entry, Thresholds, match
 from gateway.node import Node
 from gateway.reconcile import store
@@ -114,11 +118,11 @@ def _valid_id(view: RecordView) -> bool:
     return True
 
 
-def _token_or_empty(key: bytes, view: RecordView) -> bytes:
+def _token_or_empty(tokens: IdTokens, view: RecordView) -> bytes:
     if not view.id_number:
         return b""
     try:
-        return id_token(key, view.id_number)
+        return tokens.of(view.id_number)
     except InvalidIdNumber:
         return b""
 
@@ -135,20 +139,28 @@ def _fact(view: RecordView) -> LedgerFact:
     )
 
 
+def _ledger_entry(encoder: Encoder, tokens: IdTokens, view: RecordView) -> Entry:
+    # A record the household register showed to be a single birth (stored at import) also gets
+    # the edit masks of its name; every other record — twins, not found, undecided, imported
+    # without a register (None) — is encoded exactly as before. Neither field leaves this node.
+    single = bool(view.single_birth)
+    return Entry(
+        ref=view.record_id,
+        id_token=_token_or_empty(tokens, view),
+        name_encoding=encoder.name(view.name),
+        birth_encoding=encoder.birth(view.birth_date),
+        sex=view.sex,
+        birth_year_month=_year_month(view.birth_date),
+        single_birth=single,
+        name_edits=encoder.name_edits(view.name) if single else b"",
+    )
+
+
 def _ledger_entries(node: Node, period: str, key: bytes) -> list[Entry]:
-    """This node's whole ledger for ``period``, encoded under one pair key."""
-    encoder = Encoder(key)
-    return [
-        Entry(
-            ref=view.record_id,
-            id_token=_token_or_empty(key, view),
-            name_encoding=encoder.name(view.name),
-            birth_encoding=encoder.birth(view.birth_date),
-            sex=view.sex,
-            birth_year_month=_year_month(view.birth_date),
-        )
-        for view in node.children.iter_views(period)
-    ]
+    """This node's whole ledger for ``period``, encoded under one pair key (single births with
+    their name's edit masks: :func:`_ledger_entry`)."""
+    encoder, tokens = Encoder(key), IdTokens(key)
+    return [_ledger_entry(encoder, tokens, view) for view in node.children.iter_views(period)]
 
 
 def _division_of(directory: Directory, node_id: str) -> str:
