@@ -32,6 +32,7 @@ entry points, as an operator would.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import io
 import itertools
@@ -50,7 +51,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from random import Random
 from typing import Any, TextIO
@@ -66,21 +67,23 @@ from gateway.cli.case import read_draft
 from gateway.client import CountyClient
 from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import Cadence, MonitoringPeriod
-from gateway.domain.records import ChildKind, ChildRecord
+from gateway.domain.records import ChildKind, ChildRecord, Sex
 from gateway.domain.rules import load_rules
 from gateway.errors import GatewayError
 from gateway.exchange import outbox
 from gateway.exchange.purposes import load_profiles
 from gateway.exchange.roster_pages import roster_pool
 from gateway.exchange.rosters import received, send_migrant_roster
+from gateway.matching.names import normalise_name
 from gateway.node import Node, init_node, open_node
 from gateway.reconcile import service as reconcile_service
 from gateway.reconcile import store as reconcile_store
-from gateway.reconcile.findings import Code, label
+from gateway.reconcile.findings import Code, Role, label
 from gateway.server import await_ready
 from gateway.store.schema import child_records
 from gateway.synth.export import write_csv
-from gateway.synth.generator import SynthSpec, generate, owner_of
+from gateway.synth.generator import Household, SynthSpec, generate_households, owner_of
+from gateway.synth.ledgers import REGISTER_HEADER, household_number
 from gateway.trust.keyfile import (
     ENV_PASSPHRASE,
     ENV_PASSPHRASE_FILE,
@@ -117,6 +120,7 @@ DEMO_NODES = (
     DemoNode("sc-nanbu", "511321", "registration place (户籍地) of migrant and left-behind children"),
     DemoNode("gz-zhijin", "520524", "registration place; revoked at the end of the story"),
 )
+REGISTER_NODE = "sc-nanbu"  # imports its ledger with its household register (户籍登记)
 REVOKED = "gz-zhijin"
 RESTARTED = "gz-zhijin"  # killed and restarted in the middle of the exchange
 REFRESH_SECONDS = 1.0  # the demo's nodes re-read the directory every second
@@ -155,6 +159,7 @@ def _tongban(*args: str | Path) -> tuple[int, str]:
 class DemoLedger:
     records: list[ChildRecord]
     notes: list[str]  # what this ledger gets wrong, on purpose (counts only)
+    typo: str | None = None  # the ID number (never shown) of the child whose name 两江新区 typed wrong
 
 
 def _ledgers(population: Sequence[ChildRecord], seed: int) -> dict[str, DemoLedger]:
@@ -207,7 +212,81 @@ def _ledgers(population: Sequence[ChildRecord], seed: int) -> dict[str, DemoLedg
             "1 left-behind child recorded as gone to 两江新区",
         ],
     )
+    planted = {records[i].record_id for i in (*dropped, *at_home, *no_id, absent)}
+    typo = _typo_target(ledgers[nanbu.node_id].records, population, cq.division, planted, rng)
+    if typo is not None:
+        cq_records = ledgers[cq.node_id].records
+        i = next(i for i, r in enumerate(cq_records) if r.record_id == typo.record_id)
+        cq_records[i] = dataclasses.replace(typo, name=_one_wrong_character(typo.name, rng), id_number=None)
+        note = "1 name typed with one wrong character, without its ID number"
+        ledgers[cq.node_id] = DemoLedger(cq_records, [*ledgers[cq.node_id].notes, note], typo.id_number)
     return ledgers
+
+
+def _typo_target(
+    nanbu: Sequence[ChildRecord], population: Sequence[ChildRecord], cq_division: str, planted: set[str], rng: Random
+) -> ChildRecord | None:
+    """A migrant of 南部县 living in 两江新区, recorded right by 南部县, with a three-character Han
+    name and no sibling born within a day (so that only the household register can tell a typo
+    of the name from a twin); ``None`` if the population has none."""
+    births = Counter((r.registration_division, r.guardian.name if r.guardian else "", r.birth_date) for r in population)
+    chosen = sorted(
+        (
+            r
+            for r in nanbu
+            if r.kind is ChildKind.MIGRANT
+            and r.residence_division == cq_division
+            and r.record_id not in planted
+            and r.id_number
+            and r.guardian is not None
+            and len(r.name) == 3
+            and all("\u4e00" <= c <= "\u9fff" for c in r.name)
+            and births[(r.registration_division, r.guardian.name, r.birth_date)] == 1
+            and not any(
+                births[(r.registration_division, r.guardian.name, r.birth_date + timedelta(days=d))] for d in (-1, 1)
+            )
+        ),
+        key=lambda r: r.record_id,
+    )
+    return rng.choice(chosen) if chosen else None
+
+
+_TYPO_CHARACTERS = "伟芳敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚"
+
+
+def _one_wrong_character(name: str, rng: Random) -> str:
+    """``name`` with its last character replaced by an unrelated one (another initial sound)."""
+    last = normalise_name(name[-1]).syllables
+    initial = last[0][:1] if last else ""
+    options = [c for c in _TYPO_CHARACTERS if c != name[-1] and normalise_name(c).syllables[0][:1] != initial]
+    return name[:-1] + rng.choice(options)
+
+
+def _write_register(households: Sequence[Household], division: str, path: Path) -> int:
+    """The household register (户籍登记) of ``division``: every child of every household registered
+    there, by household number (户号), as the county's public-security register would list them."""
+    rows = 0
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(REGISTER_HEADER)
+        for household in households:
+            if household.registration_division != division:
+                continue
+            for child in household.children:
+                relation = "子" if child.sex is Sex.MALE else "女"
+                born = child.birth_date.isoformat()
+                out.writerow(
+                    [
+                        household_number(household.index),
+                        child.name,
+                        child.sex.label_zh,
+                        child.id_number or "",
+                        born,
+                        relation,
+                    ]
+                )
+                rows += 1
+    return rows
 
 
 def _free_port() -> int:
@@ -417,7 +496,7 @@ def _wait_delivered(nodes: Sequence[Node], seconds: float = 90) -> None:
 
 
 def _reconcile(
-    w: Any, running: list[RunningNode], callers: dict[str, Caller], period: str, base: Path
+    w: Any, running: list[RunningNode], callers: dict[str, Caller], period: str, base: Path, typo: str | None
 ) -> dict[str, Any]:
     """Step 5: each registration county matches the rosters it received and answers; each
     residence county reads the answers; both print what does not add up."""
@@ -460,6 +539,23 @@ def _reconcile(
             zh, _en = label(code, role, names.get(peer, ""))
             where = f"as {role.value} place with {peer}" if peer else "own ledger"
             w(f"     {n:>4}  {zh}  [{code.value}; {where}]\n")
+    typo_code = None
+    if typo is not None:
+        # 两江新区 typed this child's name with one wrong character and no ID number: 南部县's household
+        # register says the child has no sibling born within a day, so the edit cannot be a twin.
+        registration = by_id[REGISTER_NODE].node
+        own = registration.children.find_by_id_number(typo, period=period)  # 南部县's own record of the child
+        stored = reconcile_store.load(registration.engine, period)
+        codes = {f.code for f in stored if own and f.record_ref == own.record_id and f.role is Role.REGISTRATION}
+        typo_code = ",".join(sorted(c.value for c in codes)) or "not_linked"
+        # Linked automatically: matched, reported as an inconsistent identifier (the ID number is
+        # missing on 两江新区's side), never sent to review.
+        if Code.REVIEW in codes or not codes & {Code.MATCHED, Code.INCONSISTENT_IDENTIFIER}:
+            raise DemoFailed(f"the name typed with one wrong character was {typo_code}, not linked automatically")
+        w("   the name 两江新区 typed with one wrong character, without an ID number, is linked automatically:\n"
+          "   南部县's household register shows the child has no twin, so the edit is a typo, not a sibling\n"
+          "   (without it a person reviews the pair); it is reported as 身份证号…不一致 [inconsistent_identifier]\n"
+          "   so that 两江新区 adds the missing ID number\n")  # fmt: skip
     report = base / "reports" / f"sc-nanbu-{period}-reconciliation.csv"
     report.parent.mkdir(exist_ok=True)
     status, _printed = _tongban(
@@ -470,7 +566,7 @@ def _reconcile(
         raise DemoFailed(f"tongban reconcile report exited {status}")
     w(f"   南部县's staff read every finding, with the child's name from their own ledger, in {report.name}\n"
       "   (`tongban reconcile report --format csv`, mode 0600; the export is in the audit trail)\n")  # fmt: skip
-    return {"findings": found, "report": str(report)}
+    return {"findings": found, "report": str(report), "register_typo": typo_code}
 
 
 # --- step 6: cases -------------------------------------------------------------------------------
@@ -952,7 +1048,9 @@ def run(
             households=households,
             node_id="synth",
         )
-        population = Counter(r.kind for r in generate(spec, table, rules))
+        households_made = list(generate_households(spec, table, rules))
+        children = [child for household in households_made for child in household.children]
+        population = Counter(r.kind for r in children)
         summary["population"] = {"households": households, **{k.value: population[k] for k in ChildKind}}
         w(
             f"\n2. Rosters: a seeded synthetic population (seed {seed}): {households} households, "
@@ -964,16 +1062,21 @@ def run(
             "   they live (流入地为主), left-behind children and those recorded as gone out (外出) where\n"
             "   registered (户籍地为主) — exports it as the national system's CSV and imports it:\n"
         )
-        ledgers = _ledgers(list(generate(spec, table, rules)), seed)
+        ledgers = _ledgers(children, seed)
         ledger_dir = base / "ledgers"
         ledger_dir.mkdir()
+        register = ledger_dir / f"{REGISTER_NODE}-household-register.csv"
+        register_rows = _write_register(
+            households_made, next(n.division for n in DEMO_NODES if n.node_id == REGISTER_NODE), register
+        )
         for spec_node, node in nodes:
             path = ledger_dir / f"{spec_node.node_id}-{period.label}.csv"
             with path.open("wb") as fh:
                 write_csv(ledgers[spec_node.node_id].records, fh)
             node.engine.dispose()  # the command opens the node itself
+            extra: list[str | Path] = ["--household-register", register] if spec_node.node_id == REGISTER_NODE else []
             status, printed = _tongban(
-                "roster", "import", "--config", node.config.path, "--period", period.label, "--quiet", path
+                "roster", "import", "--config", node.config.path, "--period", period.label, "--quiet", *extra, path
             )
             if status != 0:
                 raise DemoFailed(f"tongban roster import failed for {spec_node.node_id} (exit {status})")
@@ -986,6 +1089,9 @@ def run(
             )
             if ledgers[spec_node.node_id].notes:
                 w(f"   {'':<14} as county ledgers really are: {', '.join(ledgers[spec_node.node_id].notes)}\n")
+            if extra:
+                w(f"   {'':<14} with its household register (户籍登记, {register.name}: {register_rows} children\n"
+                  f"   {'':<14} by 户号): each record keeps whether a sibling was born within a day\n")  # fmt: skip
             summary["rosters"][spec_node.node_id] = {
                 "file": path.name,
                 "accepted": accepted,
@@ -1034,7 +1140,8 @@ def run(
             summary["exchange"] = _exchange(w, running, callers, period.label)
 
             # --- 5. reconciliation ------------------------------------------------------------
-            summary["reconciliation"] = _reconcile(w, running, callers, period.label, base)
+            typo = ledgers["cq-liangjiang"].typo
+            summary["reconciliation"] = _reconcile(w, running, callers, period.label, base, typo)
 
             # --- 6. cases ---------------------------------------------------------------------
             # Before the revocation: 织金县 must still decide its case.

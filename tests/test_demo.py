@@ -85,7 +85,11 @@ def test_demo_tells_the_story_and_writes_json(tmp_path: Path) -> None:
     assert found["sc-nanbu"]["gone_but_absent"] == 1
     assert found["sc-nanbu"]["not_in_ledger"] == 2
     assert found["cq-liangjiang"]["not_in_ledger"] == 2
-    assert found["sc-nanbu"]["inconsistent_identifier"] == 3, "IDs blanked in the ledger but carried by the notices"
+    # 3 IDs blanked in 南部县's ledger but carried by the notices, and 1 name 两江新区 typed with one wrong
+    # character and without the ID: linked automatically thanks to 南部县's household register.
+    assert found["sc-nanbu"]["inconsistent_identifier"] == 4
+    assert "review" not in found["sc-nanbu"]
+    assert summary["reconciliation"]["register_typo"] == "inconsistent_identifier"
     assert "review" not in found["gz-zhijin"]
     assert "not_in_ledger" not in found["gz-zhijin"]
     # Cases: decided before the revocation, closed, custody back at the residence node, each chain
