@@ -290,7 +290,8 @@ def test_at_most_in_flight_pages_are_out_and_as_many_held(store: Store, pki: Pki
         consumed = 0
         for built in pool.map(jobs(), Encoder(key), store.children.read_page):
             consumed += 1
-            assert pulled - consumed <= 2 * 3  # out in workers, or built here and not yet handed back
+            # out in workers, or built here and not yet handed back; and the next in_flight + 1 jobs looked at
+            assert pulled - consumed <= 2 * 3 + 3 + 1
             assert built.notices == BATCH or consumed == -(-CHILDREN // BATCH)
         assert consumed == -(-CHILDREN // BATCH)
         assert pool.max_rss_bytes > 0

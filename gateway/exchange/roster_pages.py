@@ -41,8 +41,13 @@ How the pool behaves, and why:
   machine the work splits between the sending process and its workers, and on a busy one
   whichever process gets the CPU does more of it.
 * **Bounded.** At most ``in_flight`` pages are unfinished in the workers and no more than
-  ``2 × in_flight`` held in all; the caller reads the next page only when there is room, so memory
-  does not grow with the roster.
+  ``2 × in_flight`` held in all, plus the next ``in_flight + 1`` jobs looked at (keyset bounds, or
+  the pages themselves when the caller reads them); the caller takes the next job only when there
+  is room, so memory does not grow with the roster.
+* **No idle tail.** Looking ahead is how the caller knows the roster is nearly done: a page goes to
+  a worker only if the caller still has at least as many pages to build as each worker will then
+  hold. Handing out pages to the end had left the caller waiting for the worker's last two pages
+  (2026-12-06, 20,000 records on 2 cores: about 70 ms of a 0.5 s queue).
 * **Errors come back typed.** A :class:`~gateway.errors.GatewayError` raised in a worker (a row
   that fails to open, a tampered plain column, a record that does not decode) is raised again in
   the caller as the same class with the same detail (never personal data, as everywhere). A worker
@@ -357,12 +362,28 @@ class NoticeWorkers:
         def settle(slot: Future[BuiltPage | _Raised] | BuiltPage) -> BuiltPage:
             return self._result(slot) if isinstance(slot, Future) else slot
 
+        upcoming: deque[PageJob] = deque()  # the next few jobs: how many pages are left, near the end
+        pending = iter(jobs)
+
+        def look_ahead() -> None:
+            while len(upcoming) <= self.in_flight:
+                job = next(pending, None)
+                if job is None:
+                    return
+                upcoming.append(job)
+
         try:
-            for job in jobs:
+            look_ahead()
+            while upcoming:
+                job = upcoming.popleft()
+                look_ahead()
                 # Pages the workers have not finished yet, whether or not they are at the head:
                 # a worker that is done gets its next page now, not when its page is handed back.
                 out = sum(isinstance(slot, Future) and not slot.done() for slot in slots)
-                if out < self.in_flight and self.ready:
+                # Near the end, a page goes out only if this process has at least as many pages left
+                # to build as each worker will then hold: else it would end up waiting for them idle.
+                tail_ok = len(upcoming) * self.processes >= out + 1
+                if out < self.in_flight and self.ready and tail_ok:
                     try:
                         slots.append(executor.submit(_build_in_worker, job))
                     except BrokenProcessPool:
