@@ -119,6 +119,20 @@ def entry_hash(
     return hashlib.sha256(body).digest()
 
 
+def hash_of(e: AuditEntry) -> bytes:
+    """:func:`entry_hash` of an entry's own fields (what its ``entry_hash`` must be)."""
+    return entry_hash(
+        seq=e.seq,
+        at=e.at,
+        actor=e.actor,
+        action=e.action,
+        purpose=e.purpose,
+        reference=e.reference,
+        detail=e.detail,
+        prev_hash=e.prev_hash,
+    )
+
+
 def _check(name: str, value: str) -> None:
     limit = _LIMITS[name]
     if len(value) > limit:
@@ -274,16 +288,7 @@ def verify_entries(chain: Iterator[AuditEntry]) -> tuple[int, bytes]:
             raise ChainBroken(e.seq, f"expected seq {count + 1} here: an entry is missing or out of order")
         if e.prev_hash != prev:
             raise ChainBroken(e.seq, "it does not link to the entry before it")
-        computed = entry_hash(
-            seq=e.seq,
-            at=e.at,
-            actor=e.actor,
-            action=e.action,
-            purpose=e.purpose,
-            reference=e.reference,
-            detail=e.detail,
-            prev_hash=e.prev_hash,
-        )
+        computed = hash_of(e)
         if computed != e.entry_hash:
             raise ChainBroken(e.seq, "its content does not match its hash")
         count, prev = count + 1, e.entry_hash

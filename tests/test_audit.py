@@ -109,20 +109,7 @@ def test_append_many_chains_like_one_append_each(engine: Engine) -> None:
     assert audit.verify(engine) == 6
     assert audit.tail(engine, 4) == many
     assert many[0].prev_hash == audit.tail(engine, 5)[0].entry_hash  # after the last single append
-    by_one = [
-        audit.entry_hash(
-            seq=e.seq,
-            at=e.at,
-            actor=e.actor,
-            action=e.action,
-            purpose=e.purpose,
-            reference=e.reference,
-            detail=e.detail,
-            prev_hash=e.prev_hash,
-        )
-        for e in many
-    ]
-    assert by_one == [e.entry_hash for e in many]
+    assert [audit.hash_of(e) for e in many] == [e.entry_hash for e in many]
 
 
 def test_append_many_checks_every_entry_before_writing_any(engine: Engine) -> None:
@@ -194,16 +181,7 @@ def _rehash(seq: int, **values: object) -> Callable[[Connection], None]:
         _set(seq, **values)(conn)
         row = conn.execute(select(audit_log).where(audit_log.c.seq == seq)).one()
         e = audit._entry(row)
-        digest = audit.entry_hash(
-            seq=e.seq,
-            at=e.at,
-            actor=e.actor,
-            action=e.action,
-            purpose=e.purpose,
-            reference=e.reference,
-            detail=e.detail,
-            prev_hash=e.prev_hash,
-        )
+        digest = audit.hash_of(e)
         _set(seq, entry_hash=digest)(conn)
 
     return mutate

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
-import openpyxl
 import pytest
 
 from adapters.household import (
@@ -44,6 +43,7 @@ from gateway.synth.ledgers import (
     write_register,
 )
 from tests.factories import child
+from tests.test_adapters import _xlsx
 
 HEADER = ("户号", "姓名", "公民身份号码", "出生日期", "与户主关系")
 D = date(2015, 6, 1)
@@ -154,14 +154,7 @@ def _text(value: object) -> str:
 
 def _write(path: Path, fmt: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
     if fmt == "xlsx":
-        book = openpyxl.Workbook()
-        sheet = book.active
-        assert sheet is not None
-        sheet.append(list(header))
-        for row in rows:
-            sheet.append(list(row))
-        book.save(path)
-        return path
+        return _xlsx(path, header, rows)
     with path.open("w", encoding=fmt, newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
