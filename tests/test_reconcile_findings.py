@@ -9,11 +9,14 @@ findings (code, role, peer, local record, peer reference) and the replies it exp
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 
 import pytest
 
 from gateway.domain.records import ChildKind, Sex
+from gateway.exchange.tokens import field_key
 from gateway.matching import Band, Link, Thresholds
 from gateway.matching import MatchResult as Links
 from gateway.reconcile.findings import (
@@ -28,6 +31,7 @@ from gateway.reconcile.findings import (
     label,
     reconcile,
 )
+from gateway.reconcile.service import registration_ref, registration_refs
 from gateway.wire import LedgerStatus, MatchOutcome, MatchResult
 
 HERE = "511321"
@@ -293,3 +297,12 @@ def test_every_finding_has_a_chinese_and_an_english_label() -> None:
             assert "{" not in zh + en
     assert label(Code.ROSTER_MISSING, Role.REGISTRATION, "织金县")[0] == "未收到织金县名册"
     assert label(Code.NOT_IN_LEDGER, Role.RESIDENCE)[1] == "child not known at the registration place"
+
+
+def test_the_registration_ref_is_the_documented_hmac_shortened() -> None:
+    key = hashlib.sha256(b"tongban test: registration ref").digest()
+    refs = registration_refs(key)
+    for record_id in ("r-1", "0b7c6f1e-8d1a-4c4e-9a57-3f2b1d0e9c11"):
+        documented = hmac.digest(field_key(key, "registration-ref"), record_id.encode(), "sha256")[:16].hex()
+        assert refs(record_id) == registration_ref(key, record_id) == documented
+    assert refs("r-1") != registration_refs(hashlib.sha256(b"another pair").digest())("r-1")

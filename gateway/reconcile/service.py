@@ -29,11 +29,9 @@ personal value: the module logs codes and counts.
 
 from __future__ import annotations
 
-import functools
-import hmac
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -48,7 +46,7 @@ from gateway.errors import InputError, InvalidIdNumber, TrustError
 from gateway.exchange import outbox
 from gateway.exchange.envelope import seal
 from gateway.exchange.purposes import Profiles, minimise
-from gateway.exchange.tokens import IdTokens, field_key, pair_key
+from gateway.exchange.tokens import HmacSha256, IdTokens, field_key, pair_key
 from gateway.matching import Encoder, Entry, Thresholds, match
 from gateway.node import Node
 from gateway.reconcile import store
@@ -99,8 +97,18 @@ class RunSummary:
 
 def registration_ref(key: bytes, record_id: str) -> str:
     """The opaque reference of a ledger record in replies to one sender (see the module docstring)."""
-    digest = hmac.digest(field_key(key, _REF_LABEL), record_id.encode("utf-8"), "sha256")
-    return digest[:_REF_BYTES].hex()
+    return registration_refs(key)(record_id)
+
+
+def registration_refs(key: bytes) -> Callable[[str], str]:
+    """:func:`registration_ref` under one pair key, for a whole reply (the subkey and its HMAC
+    states prepared once)."""
+    mac = HmacSha256(field_key(key, _REF_LABEL))
+
+    def ref(record_id: str) -> str:
+        return mac.digest(record_id.encode("utf-8"))[:_REF_BYTES].hex()
+
+    return ref
 
 
 def _year_month(d: date) -> str:
@@ -205,7 +213,7 @@ def compute(
                 roster_id=roster.roster_id,
                 links=links,
                 notices=roster.notices,
-                registration_ref=functools.partial(registration_ref, key),
+                registration_ref=registration_refs(key),
             )
         )
         matched_counts[sender] = len(roster.entries)
