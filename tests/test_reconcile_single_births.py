@@ -43,6 +43,7 @@ from gateway.cli import main
 from gateway.config import NodeConfig
 from gateway.domain.records import ChildKind, ChildRecord
 from gateway.node import open_node
+from gateway.reconcile import service as reconcile_service
 from gateway.reconcile import store
 from gateway.reconcile.findings import Code, Finding, Role
 from gateway.server import NodeServer
@@ -174,6 +175,12 @@ def test_a_typo_of_a_single_birth_is_matched_with_the_register_and_twins_never_a
             period: {labels_by_row[r.provenance.source_row or 0]: r for r in node.children.iter_period(period)}
             for period in (WITHOUT, WITH)
         }
+        # Matched as `tongban match --household-register` matches: with single births in the ledger,
+        # every entry (twins too) gives its edit masks, whose frequency over the whole ledger guards
+        # against strangers; without them, none does.
+        key = bytes(range(32))
+        assert all(e.name_edits for e in reconcile_service._ledger_entries(node, WITH, key))
+        assert not any(e.name_edits or e.single_birth for e in reconcile_service._ledger_entries(node, WITHOUT, key))
     finally:
         node.engine.dispose()
     assert {k: r.single_birth for k, r in stored[WITHOUT].items()} == dict.fromkeys(kids.ledger)

@@ -9,9 +9,10 @@
    :func:`gateway.matching.match` with the ledger on the left and the sender's notices on the right.
    Pair keys differ per sender, so every sender is matched on its own. A record imported with the
    household register as a **single birth** (``single_birth``, ``tongban roster import
-   --household-register``) also gets ``Entry.single_birth`` and its name's edit masks, so a notice
-   whose name is a one-character edit of it, born the same day, may be matched automatically
-   (:mod:`gateway.matching.matcher`, "Single births"); that knowledge never leaves this node.
+   --household-register``) also gets ``Entry.single_birth`` (and then every record its name's edit
+   masks), so a notice whose name is a one-character edit of it, born the same day, may be matched
+   automatically (:mod:`gateway.matching.matcher`, "Single births"); that knowledge never leaves
+   this node.
 2. **As residence place** — reads the answers received for its own notices
    (:func:`~gateway.reconcile.rosters.received_answers`).
 3. Derives the findings and the replies (:func:`gateway.reconcile.findings.reconcile`, pure).
@@ -147,11 +148,9 @@ def _fact(view: RecordView) -> LedgerFact:
     )
 
 
-def _ledger_entry(encoder: Encoder, tokens: IdTokens, view: RecordView) -> Entry:
-    # A record the household register showed to be a single birth (stored at import) also gets
-    # the edit masks of its name; every other record — twins, not found, undecided, imported
-    # without a register (None) — is encoded exactly as before. Neither field leaves this node.
-    single = bool(view.single_birth)
+def _ledger_entry(encoder: Encoder, tokens: IdTokens, view: RecordView, *, edits: bool) -> Entry:
+    # A record the household register showed to be a single birth (stored at import) is marked so;
+    # with ``edits`` it also carries its name's edit masks. Neither field leaves this node.
     return Entry(
         ref=view.record_id,
         id_token=_token_or_empty(tokens, view),
@@ -159,16 +158,23 @@ def _ledger_entry(encoder: Encoder, tokens: IdTokens, view: RecordView) -> Entry
         birth_encoding=encoder.birth(view.birth_date),
         sex=view.sex,
         birth_year_month=_year_month(view.birth_date),
-        single_birth=single,
-        name_edits=encoder.name_edits(view.name) if single else b"",
+        single_birth=bool(view.single_birth),
+        name_edits=encoder.name_edits(view.name) if edits else b"",
     )
 
 
 def _ledger_entries(node: Node, period: str, key: bytes) -> list[Entry]:
-    """This node's whole ledger for ``period``, encoded under one pair key (single births with
-    their name's edit masks: :func:`_ledger_entry`)."""
+    """This node's whole ledger for ``period``, encoded under one pair key.
+
+    Once any record is a single birth (imported with the household register), every record gives
+    its name's edit masks, as ``tongban match --household-register`` does: the matcher judges how
+    common what an edit keeps (王子□) is over the whole ledger, its guard against strangers, and
+    counting single births alone would make common patterns look rare. A ledger without single
+    births is encoded exactly as before."""
     encoder, tokens = Encoder(key), IdTokens(key)
-    return [_ledger_entry(encoder, tokens, view) for view in node.children.iter_views(period)]
+    views = list(node.children.iter_views(period))
+    edits = any(view.single_birth for view in views)
+    return [_ledger_entry(encoder, tokens, view, edits=edits) for view in views]
 
 
 def _division_of(directory: Directory, node_id: str) -> str:
