@@ -96,14 +96,9 @@ class RunSummary:
         return dict(out)
 
 
-def registration_ref(key: bytes, record_id: str) -> str:
-    """The opaque reference of a ledger record in replies to one sender (see the module docstring)."""
-    return registration_refs(key)(record_id)
-
-
 def registration_refs(key: bytes) -> Callable[[str], str]:
-    """:func:`registration_ref` under one pair key, for a whole reply (the subkey and its HMAC
-    states prepared once)."""
+    """The opaque reference of each ledger record in replies to one sender (see the module
+    docstring), under that pair's key: the subkey and its HMAC states prepared once."""
     mac = HmacSha256(field_key(key, _REF_LABEL))
 
     def ref(record_id: str) -> str:
