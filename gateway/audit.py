@@ -30,6 +30,7 @@ nothing here is ever logged.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterator, Sequence
@@ -209,28 +210,10 @@ def append_many(conn: Connection, new: Sequence[NewEntry]) -> list[AuditEntry]:
     for item in new:
         seq += 1
         at = _utc(item.at or now)
-        action = str(item.action)
-        fields = {"actor": item.actor, "action": action, "purpose": item.purpose, "reference": item.reference}
-        digest = entry_hash(seq=seq, at=at, detail=item.detail, prev_hash=prev, **fields)
-        made.append(AuditEntry(seq, at, item.actor, action, item.purpose, item.reference, item.detail, prev, digest))
-        prev = digest
-    conn.execute(
-        insert(audit_log),
-        [
-            {
-                "seq": e.seq,
-                "at": e.at,
-                "actor": e.actor,
-                "action": e.action,
-                "purpose": e.purpose,
-                "reference": e.reference,
-                "detail": e.detail,
-                "prev_hash": e.prev_hash,
-                "entry_hash": e.entry_hash,
-            }
-            for e in made
-        ],
-    )
+        entry = AuditEntry(seq, at, item.actor, str(item.action), item.purpose, item.reference, item.detail, prev, b"")
+        prev = hash_of(entry)
+        made.append(dataclasses.replace(entry, entry_hash=prev))
+    conn.execute(insert(audit_log), [dataclasses.asdict(e) for e in made])  # the fields are the columns
     return made
 
 
