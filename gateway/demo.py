@@ -67,7 +67,7 @@ from gateway.cli.case import read_draft
 from gateway.client import CountyClient
 from gateway.domain.divisions import DivisionTable
 from gateway.domain.period import Cadence, MonitoringPeriod
-from gateway.domain.records import ChildKind, ChildRecord, Sex
+from gateway.domain.records import ChildKind, ChildRecord
 from gateway.domain.rules import load_rules
 from gateway.errors import GatewayError
 from gateway.exchange import outbox
@@ -83,7 +83,7 @@ from gateway.server import await_ready
 from gateway.store.schema import child_records
 from gateway.synth.export import write_csv
 from gateway.synth.generator import Household, SynthSpec, generate_households, owner_of
-from gateway.synth.ledgers import REGISTER_HEADER, household_number
+from gateway.synth.ledgers import REGISTER_HEADER, register_cells
 from gateway.trust.keyfile import (
     ENV_PASSPHRASE,
     ENV_PASSPHRASE_FILE,
@@ -270,22 +270,9 @@ def _write_register(households: Sequence[Household], division: str, path: Path) 
         out = csv.writer(fh)
         out.writerow(REGISTER_HEADER)
         for household in households:
-            if household.registration_division != division:
-                continue
-            for child in household.children:
-                relation = "子" if child.sex is Sex.MALE else "女"
-                born = child.birth_date.isoformat()
-                out.writerow(
-                    [
-                        household_number(household.index),
-                        child.name,
-                        child.sex.label_zh,
-                        child.id_number or "",
-                        born,
-                        relation,
-                    ]
-                )
-                rows += 1
+            if household.registration_division == division:
+                out.writerows(register_cells(household.index, child) for child in household.children)
+                rows += len(household.children)
     return rows
 
 

@@ -264,6 +264,13 @@ def write_register(lines: Iterable[bytes], stream: IO[bytes]) -> int:
     return count
 
 
+def register_cells(household_index: int, record: ChildRecord) -> list[str]:
+    """A child's row of the household register (:data:`REGISTER_HEADER`), as issued: never corrupted."""
+    relation = "子" if record.sex is Sex.MALE else "女"  # the head of household is a parent
+    number = household_number(household_index)
+    return [number, record.name, record.sex.label_zh, record.id_number or "", record.birth_date.isoformat(), relation]
+
+
 def household_number(household_index: int) -> str:
     """The 户号 of the generator's household ``household_index``: nine digits, stable for a seed."""
     return f"{household_index + 1:09d}"
@@ -615,11 +622,10 @@ class _LedgerBuilder:
 
     def _register(self, household: Household, records: Sequence[ChildRecord]) -> None:
         """The household's register rows: every child, as issued (never corrupted)."""
-        number = household_number(household.index)
         for record in records:
-            relation = "子" if record.sex is Sex.MALE else "女"  # the head of household is a parent
-            cells = [number, record.name, record.sex.label_zh, record.id_number or "", record.birth_date.isoformat()]
-            self.register_lines.append(_encode_cells(self._writer, self._buffer, [*cells, relation]))
+            self.register_lines.append(
+                _encode_cells(self._writer, self._buffer, register_cells(household.index, record))
+            )
 
     def _twin_names(self, rng: Random, household: Household) -> list[ChildRecord]:
         """Han twins with two-character given names share its first character, sometimes."""
