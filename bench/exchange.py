@@ -65,7 +65,7 @@ import grpc
 import psycopg
 from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Column, Engine, Index, MetaData, Table, delete, insert, select, text
+from sqlalchemy import Engine, Table, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from tongban.v1 import envelope_pb2, exchange_pb2
 
@@ -73,6 +73,7 @@ from bench import store as store_bench
 from bench.common import (
     Case,
     Timing,
+    empty,
     find_postgres,
     format_table,
     freeze_heap,
@@ -82,6 +83,7 @@ from bench.common import (
     measure_interleaved,
     mib,
     postgres_server_version,
+    scratch_copy,
     si,
     throwaway_database,
     traced_peak,
@@ -724,25 +726,6 @@ def bench_parts(
 # --- parts that depend on the database -----------------------------------------------------------------
 
 
-def scratch_copy(table: Table, name: str) -> Table:
-    """A table with the columns and primary key of ``table`` (indexes too, under their own names)."""
-    md = MetaData()
-    columns = [Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in table.columns]
-    scratch = Table(name, md, *columns)
-    for index in table.indexes:
-        Index(f"ix_{name}_{'_'.join(c.name for c in index.columns)}", *(scratch.c[c.name] for c in index.columns))
-    return scratch
-
-
-def _empty(engine: Engine, *tables: Table) -> None:
-    with engine.begin() as conn:
-        for table in tables:
-            if engine.dialect.name == "postgresql":
-                conn.execute(text("TRUNCATE TABLE " + engine.dialect.identifier_preparer.format_table(table)))
-            else:
-                conn.execute(delete(table))
-
-
 def _insert_all(engine: Engine, *tables: tuple[Table, Sequence[dict[str, Any]]]) -> int:
     """Insert each table's rows, all in one transaction; the number of rows of the first table."""
     with engine.begin() as conn:
@@ -846,7 +829,7 @@ def bench_database(pair: Pair, sample: Sample, source: RosterSource, *, repeats:
         in_rows = _inbox_rows(rows, blob, len(sample.receipt), now)
         keyring, repo = pair.sender.node.keyring, pair.sender.node.children
         # The brief's yardstick: the roster's records as child_records rows, batched insert (bench.store's way).
-        record_scratch = store_bench.scratch_table()
+        record_scratch = scratch_copy(child_records, "bench_record_rows")
         record_scratch.create(sender_engine)
         record_rows = [store_bench.raw_row(r, PERIOD, "k" * 16) for r in source.records(n)]
 
@@ -858,18 +841,18 @@ def bench_database(pair: Pair, sample: Sample, source: RosterSource, *, repeats:
             {
                 "outbox_insert": Case(
                     lambda: _insert_all(sender_engine, (out_scratch, out_rows), (env_scratch, env_rows)),
-                    lambda: _empty(sender_engine, out_scratch, env_scratch),
+                    lambda: empty(sender_engine, out_scratch, env_scratch),
                     "rows/s",
                 ),
                 "inbox_insert": Case(
                     lambda: _insert_all(receiver_engine, (in_scratch, in_rows)),
-                    lambda: _empty(receiver_engine, in_scratch),
+                    lambda: empty(receiver_engine, in_scratch),
                     "rows/s",
                 ),
                 "sealed_record_read": Case(lambda: _read_sealed(sender_engine, keyring, n), unit="records/s"),
                 "record_insert": Case(
                     lambda: store_bench.insert_raw(sender_engine, record_scratch, record_rows, BATCH),
-                    lambda: _empty(sender_engine, record_scratch),
+                    lambda: empty(sender_engine, record_scratch),
                     "rows/s",
                 ),
                 "end_to_end": Case(pair.exchange, unit="records/s"),

@@ -37,13 +37,8 @@ from typing import Any
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
-    Column,
     Engine,
-    Index,
-    MetaData,
     Table,
-    UniqueConstraint,
-    delete,
     insert,
     select,
     text,
@@ -52,6 +47,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bench.common import (
     Case,
+    empty,
     find_postgres,
     format_table,
     freeze_heap,
@@ -61,6 +57,7 @@ from bench.common import (
     measure_interleaved,
     mib,
     postgres_server_version,
+    scratch_copy,
     si,
     throwaway_database,
     traced_peak,
@@ -252,22 +249,6 @@ def bench_primitives(records: Sequence[ChildRecord], keyring: DataKeyring, repea
 # --- databases --------------------------------------------------------------------------------------
 
 
-def scratch_table() -> Table:
-    """A copy of ``child_records`` under another name: same columns, primary key, unique
-    constraints and indexes (with their own names: PostgreSQL names are per schema)."""
-    md = MetaData()
-    columns = [Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in child_records.columns]
-    extras: list[Any] = []
-    for constraint in child_records.constraints:
-        if isinstance(constraint, UniqueConstraint):
-            names = [c.name for c in constraint.columns]
-            extras.append(UniqueConstraint(*names, name=f"uq_{SCRATCH}_{'_'.join(names)}"))
-    for index in child_records.indexes:
-        names = [c.name for c in index.columns]
-        extras.append(Index(f"ix_{SCRATCH}_{'_'.join(names)}", *names, unique=bool(index.unique)))
-    return Table(SCRATCH, md, *columns, *extras)
-
-
 def raw_row(record: ChildRecord, period: str, key_id: str) -> dict[str, Any]:
     """A ``child_records`` row of the same shape and size as the repository writes, with random
     bytes where the repository puts the index and the ciphertext (nonce + JSON + tag)."""
@@ -285,14 +266,6 @@ def raw_row(record: ChildRecord, period: str, key_id: str) -> dict[str, Any]:
         "source_row": record.provenance.source_row,
         "imported_at": record.provenance.imported_at.astimezone(UTC),
     }
-
-
-def _empty(engine: Engine, table: Table) -> None:
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE TABLE " + engine.dialect.identifier_preparer.format_table(table)))
-        else:
-            conn.execute(delete(table))
 
 
 def _analyze(engine: Engine, table: Table) -> None:
@@ -360,7 +333,7 @@ def bench_database(
     """Raw references and our repository on one (empty) database; the engine is the caller's."""
     n = len(records)
     migrate(engine)
-    scratch = scratch_table()
+    scratch = scratch_copy(child_records, SCRATCH)
     scratch.create(engine)
     raw_rows = [raw_row(r, PERIOD, keyring.active_key_id) for r in records]
     repo = SqlChildRepository(engine, keyring, batch_size=BATCH)
@@ -378,9 +351,9 @@ def bench_database(
     writes = measure_interleaved(
         {
             "raw_insert": Case(
-                lambda: insert_raw(engine, scratch, raw_rows, BATCH), lambda: _empty(engine, scratch), "rows/s"
+                lambda: insert_raw(engine, scratch, raw_rows, BATCH), lambda: empty(engine, scratch), "rows/s"
             ),
-            "add_many": Case(run_add_many, lambda: _empty(engine, child_records), "rows/s"),
+            "add_many": Case(run_add_many, lambda: empty(engine, child_records), "rows/s"),
         },
         repeats=repeats,
     )
@@ -399,7 +372,7 @@ def bench_database(
     )
 
     # Memory of one add_many of the whole set, untimed (tracemalloc slows Python down).
-    _empty(engine, child_records)
+    empty(engine, child_records)
     _, peak, held = traced_peak(run_add_many)
 
     return {
