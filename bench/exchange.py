@@ -829,7 +829,7 @@ def bench_database(pair: Pair, sample: Sample, source: RosterSource, *, repeats:
         in_rows = _inbox_rows(rows, blob, len(sample.receipt), now)
         keyring, repo = pair.sender.node.keyring, pair.sender.node.children
         # The brief's yardstick: the roster's records as child_records rows, batched insert (bench.store's way).
-        record_scratch = scratch_copy(child_records, "bench_record_rows")
+        record_scratch = scratch_copy(child_records, store_bench.SCRATCH)  # the name keeps index names in 63 bytes
         record_scratch.create(sender_engine)
         record_rows = [store_bench.raw_row(r, PERIOD, "k" * 16) for r in source.records(n)]
 
